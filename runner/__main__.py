@@ -1,0 +1,3 @@
+from runner.entry import main
+
+raise SystemExit(main())

@@ -1,0 +1,189 @@
+"""The payload codec: ``base64(zlib(json))``, the field's wire format for ``SUBMISSION_PAYLOAD``.
+
+Decoding is defensive: input is hostile until validated. Decompression streams with a hard cap
+on the output, so a zlib bomb is refused after at most ``max_bytes`` with bounded memory, and each
+way a payload can be wrong has its own error code and message.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import zlib
+from typing import Any
+
+from pydantic import BaseModel, ValidationError
+
+from runner.contract import LANGS, MODES, dump_payload, payload_adapter
+
+#: Largest encoded payload that may travel inline in one environment variable. Linux limits one
+#: env string to 128 KiB (MAX_ARG_STRLEN); this leaves room for the name and other variables.
+INLINE_LIMIT = 96 * 1024
+#: Default cap on the decompressed JSON.
+DEFAULT_MAX_DECOMPRESSED = 64 * 1024 * 1024
+_CHUNK = 64 * 1024
+
+Payload = Any  # PyPayload | CuPayload | ModelPayload (see runner.contract.Payload)
+
+
+class PayloadError(ValueError):
+    """A payload that cannot be used. ``code`` names the kind of problem:
+
+    ``missing``, ``empty``, ``base64``, ``zlib``, ``too_large``, ``utf8``, ``json``, ``schema``,
+    ``lang``, ``mode``.
+    """
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+    @property
+    def stage(self) -> str:
+        """The failure stage in result.json: the bytes (decode) or their meaning (validate)."""
+        return "validate" if self.code in ("schema", "lang", "mode") else "decode"
+
+
+class PayloadTooLarge(PayloadError):
+    def __init__(self, size: int, limit: int, what: str) -> None:
+        super().__init__(
+            "too_large", f"{what} is {_human(size)} ({size} bytes), over the limit of {_human(limit)}"
+        )
+        self.size = size
+        self.limit = limit
+
+
+def _human(n: int) -> str:
+    for unit, scale in (("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
+        if n >= scale:
+            return f"{n / scale:.1f} {unit}"
+    return f"{n} B"
+
+
+# ---------------------------------------------------------------------------------------------
+# encode
+# ---------------------------------------------------------------------------------------------
+
+
+def encode(payload: Payload | dict[str, Any], *, limit: int | None = INLINE_LIMIT) -> str:
+    """Validate and encode a payload. Refuses results over ``limit`` bytes (``None``: no limit)."""
+    model = payload if isinstance(payload, BaseModel) else validate(payload)
+    return encode_raw(dump_payload(model), limit=limit)
+
+
+def encode_raw(data: Any, *, limit: int | None = INLINE_LIMIT) -> str:
+    """Encode any JSON data without validating it (tests and tooling)."""
+    raw = json.dumps(data, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+    text = base64.b64encode(zlib.compress(raw, 9)).decode("ascii")
+    if limit is not None and len(text) > limit:
+        raise PayloadTooLarge(len(text), limit, "the encoded payload")
+    return text
+
+
+# ---------------------------------------------------------------------------------------------
+# decode
+# ---------------------------------------------------------------------------------------------
+
+
+def decompress(text: str | bytes | None, *, max_bytes: int = DEFAULT_MAX_DECOMPRESSED) -> bytes:
+    """base64 → zlib → bytes, refusing more than ``max_bytes`` of output."""
+    if text is None:
+        raise PayloadError("missing", "no payload: SUBMISSION_PAYLOAD is not set")
+    if isinstance(text, str):
+        try:
+            text = text.encode("ascii")
+        except UnicodeEncodeError:
+            raise PayloadError("base64", "payload is not base64: it has non-ASCII characters") from None
+    text = b"".join(text.split())  # tolerate line breaks/padding whitespace from copy-paste
+    if not text:
+        raise PayloadError("empty", "payload is empty")
+    try:
+        compressed = base64.b64decode(text, validate=True)
+    except (binascii.Error, ValueError) as e:
+        raise PayloadError("base64", f"payload is not valid base64 ({e})") from None
+
+    d = zlib.decompressobj()
+    out = bytearray()
+    try:
+        for i in range(0, len(compressed), _CHUNK):
+            chunk = compressed[i : i + _CHUNK]
+            while chunk:
+                # max_length bounds each step, so memory never exceeds the cap plus one step.
+                out += d.decompress(chunk, max_bytes + 1 - len(out))
+                if len(out) > max_bytes:
+                    raise PayloadTooLarge(len(out), max_bytes, "the decompressed payload")
+                chunk = d.unconsumed_tail
+        out += d.flush(max_bytes + 1 - len(out)) if not d.eof else b""
+    except zlib.error as e:
+        raise PayloadError("zlib", f"payload is not zlib data ({e})") from None
+    if len(out) > max_bytes:
+        raise PayloadTooLarge(len(out), max_bytes, "the decompressed payload")
+    if not d.eof:
+        raise PayloadError("zlib", "payload is not zlib data (truncated stream)")
+    if d.unused_data:
+        raise PayloadError("zlib", f"payload has {len(d.unused_data)} bytes after the zlib stream")
+    return bytes(out)
+
+
+def decode_json(text: str | bytes | None, *, max_bytes: int = DEFAULT_MAX_DECOMPRESSED) -> Any:
+    """base64 → zlib → UTF-8 → JSON, no schema check."""
+    raw = decompress(text, max_bytes=max_bytes)
+    try:
+        doc = raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise PayloadError("utf8", f"payload is not UTF-8 text (byte {e.start}: {e.reason})") from None
+    try:
+        return json.loads(doc)
+    except json.JSONDecodeError as e:
+        raise PayloadError("json", f"payload is not JSON ({e.msg} at line {e.lineno} column {e.colno})") from None
+    except RecursionError:
+        raise PayloadError("json", "payload is not usable JSON (nested too deeply)") from None
+
+
+def decode(text: str | bytes | None, *, max_bytes: int = DEFAULT_MAX_DECOMPRESSED) -> Payload:
+    """Decode and validate ``SUBMISSION_PAYLOAD`` into a payload model."""
+    return validate(decode_json(text, max_bytes=max_bytes))
+
+
+def validate(data: Any) -> Payload:
+    """Check decoded JSON against the contract, with one clear error."""
+    if not isinstance(data, dict):
+        raise PayloadError("schema", f"payload must be a JSON object, got {_json_type(data)}")
+    lang = data.get("lang")
+    if lang is None:
+        raise PayloadError("schema", "payload has no 'lang' (expected one of: " + ", ".join(LANGS) + ")")
+    if lang not in LANGS:
+        raise PayloadError("lang", f"unknown lang {_short(lang)} (expected one of: {', '.join(LANGS)})")
+    mode = data.get("mode", "test")
+    if mode not in MODES:
+        raise PayloadError("mode", f"unknown mode {_short(mode)} (expected one of: {', '.join(MODES)})")
+    try:
+        return payload_adapter.validate_python(data)
+    except ValidationError as e:
+        raise PayloadError("schema", "payload does not match the contract: " + describe_errors(e)) from None
+
+
+def describe_errors(e: ValidationError, limit: int = 3) -> str:
+    """``field.path: reason`` for the first few errors of a ValidationError."""
+    parts = []
+    errors = e.errors(include_url=False)
+    for err in errors[:limit]:
+        loc = [str(p) for p in err["loc"]]
+        if loc and loc[0] in LANGS:  # the union branch; the lang is already known
+            loc = loc[1:]
+        where = ".".join(loc) or "payload"
+        parts.append(f"{where}: {err['msg']}")
+    more = f" (+{len(errors) - limit} more)" if len(errors) > limit else ""
+    return "; ".join(parts) + more
+
+
+def _json_type(v: Any) -> str:
+    return {list: "an array", str: "a string", bool: "a boolean", type(None): "null"}.get(
+        type(v), "a number" if isinstance(v, int | float) else type(v).__name__
+    )
+
+
+def _short(v: Any) -> str:
+    r = repr(v)
+    return r if len(r) <= 40 else r[:37] + "..."

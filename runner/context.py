@@ -1,0 +1,44 @@
+"""What a job's executor gets from the entry point: its env, output dir and checkpointing."""
+
+from __future__ import annotations
+
+import signal
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from runner.contract import FullResult, RunnerExit
+from runner.resultio import write_result
+
+
+class Interrupted(BaseException):  # noqa: N818 - like KeyboardInterrupt, not an error class
+    """Raised in the main thread by SIGTERM/SIGINT (a Buildkite cancel, Ctrl-C).
+
+    A BaseException so that ``except Exception`` in executors does not swallow it."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signum)
+        self.signum = signum
+
+    @property
+    def signal_name(self) -> str:
+        return signal.Signals(self.signum).name
+
+
+@dataclass
+class RunContext:
+    env: Mapping[str, str]
+    output_dir: Path
+    last_checkpoint: FullResult | None = field(default=None, repr=False)
+
+    def checkpoint(self, partial: FullResult, after: str) -> None:
+        """Record what finished so far. The file on disk says the job is incomplete, so a hard
+        kill (SIGKILL, OOM) still leaves a truthful result.json; the final write replaces it."""
+        self.last_checkpoint = partial
+        marked = partial.model_copy(deep=True)
+        marked.success = False
+        marked.error = f"incomplete: the job stopped after {after}"
+        marked.kitebench.stage = "interrupted"
+        marked.kitebench.exit_code = int(RunnerExit.INTERRUPTED)
+        marked.kitebench.interrupted = True
+        write_result(marked, self.output_dir)

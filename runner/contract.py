@@ -1,0 +1,521 @@
+"""The kitebench contract: what the launcher sends (payload) and what the runner returns (result).
+
+This is the ONE module that defines both formats; the control plane (`launcher`) and the vendor
+plane (`runner`) both import it, and the JSON Schemas (`kitebench schema payload|result`) are
+generated from these models.
+
+Payload: kernelbot's run config (``lang`` = ``py`` | ``cu`` | ``model``), a discriminated union on
+``lang``. Unknown keys are rejected (``extra="forbid"``) so a misspelt key fails loudly instead of
+silently running with a default.
+
+Result: kernelbot's ``FullResult`` field for field (``success``, ``error``, ``system``, ``runs``)
+plus ONE top-level extension key, ``kitebench`` (:class:`KitebenchInfo`), for facts kernelbot has no
+field for. kernelbot builds every inner object with ``Cls(**dict)``, so nothing extra may appear
+inside ``system`` or a run; an extra top-level key is ignored by it.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import enum
+import math
+import posixpath
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    AliasChoices,
+    BaseModel,
+    ConfigDict,
+    Field,
+    TypeAdapter,
+    field_validator,
+    model_validator,
+)
+
+from runner import __version__
+
+CONTRACT_VERSION = 1
+
+#: The top-level key of result.json that holds kitebench-only facts.
+EXTENSION_KEY = "kitebench"
+
+# ---------------------------------------------------------------------------------------------
+# Limits (documented in the README's contract reference)
+# ---------------------------------------------------------------------------------------------
+
+#: Total size of all source/header texts in one kernel payload.
+MAX_SOURCES_BYTES = 8 * 1024 * 1024
+#: Number of files in one kernel payload.
+MAX_SOURCE_FILES = 256
+#: Upper bound for any timeout in a payload (seconds).
+MAX_TIMEOUT_S = 24 * 3600
+#: Number of test or benchmark cases in one payload.
+MAX_CASES = 10_000
+
+Mode = Literal["test", "benchmark", "leaderboard", "private", "profile"]
+MODES: tuple[str, ...] = ("test", "benchmark", "leaderboard", "private", "profile")
+LANGS: tuple[str, ...] = ("py", "cu", "model")
+RankingBy = Literal["last", "mean", "geom", "custom"]
+
+#: The field's default timeouts (seconds).
+DEFAULT_TIMEOUT_S = 180
+COMPILE_TIMEOUT_S = 120
+
+Timeout = Annotated[int, Field(gt=0, le=MAX_TIMEOUT_S)]
+CaseValue = int | float | str | bool
+#: One test or benchmark case: ``{"size": 1024, "seed": 4242}`` (or a preformatted ``k: v; k: v``).
+TestCase = dict[str, CaseValue] | str
+
+
+class RunnerExit(enum.IntEnum):
+    """Exit codes of ``python -m runner`` (and of the local backend's ``kitebench submit``)."""
+
+    PASSED = 0  #: every run passed
+    FAILED = 1  #: the submission failed (a test, compile, gate or benchmark did not pass)
+    BAD_PAYLOAD = 2  #: the payload could not be decoded or validated
+    INTERNAL = 3  #: the runner or its environment failed (infrastructure; worth a retry)
+    INTERRUPTED = 4  #: stopped by SIGTERM/SIGINT (e.g. a Buildkite cancel); partial result written
+
+
+class HarnessExit(enum.IntEnum):
+    """Exit codes the field's task harnesses use (kernelbot's ExitCode)."""
+
+    SUCCESS = 0
+    CUDA_FAIL = 110
+    PIPE_FAILED = 111
+    VALIDATE_FAIL = 112
+    TEST_SPEC = 113
+    TIMEOUT_EXPIRED = 114
+
+
+class _Strict(BaseModel):
+    """Base for formats we own: unknown keys are errors, names can be set by alias or name."""
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+
+# ---------------------------------------------------------------------------------------------
+# Payload
+# ---------------------------------------------------------------------------------------------
+
+
+def _check_relative_name(name: str) -> str:
+    """A file name from a payload must stay inside the work dir it is written to."""
+    if not name or len(name) > 255:
+        raise ValueError(f"file name must be 1..255 characters: {name[:60]!r}")
+    if "\x00" in name or "\\" in name:
+        raise ValueError(f"file name contains a NUL or backslash: {name!r}")
+    if name.startswith("/"):
+        raise ValueError(f"file name must be relative: {name!r}")
+    norm = posixpath.normpath(name)
+    if norm != name.rstrip("/") or any(part in ("", ".", "..") for part in name.split("/")):
+        raise ValueError(f"file name must be a plain relative path without '.'/'..': {name!r}")
+    return name
+
+
+class _CommonPayload(_Strict):
+    """Keys every kernelbot payload carries."""
+
+    mode: Mode = "test"
+    tests: list[TestCase] = Field(default_factory=list, max_length=MAX_CASES)
+    benchmarks: list[TestCase] = Field(default_factory=list, max_length=MAX_CASES)
+    test_timeout: Timeout = DEFAULT_TIMEOUT_S
+    benchmark_timeout: Timeout = DEFAULT_TIMEOUT_S
+    ranked_timeout: Timeout = DEFAULT_TIMEOUT_S
+    ranking_by: RankingBy = "last"
+    seed: int | None = None
+    multi_gpu: bool = False
+    #: GPU architecture, e.g. ``"90a"`` or ``80``; ``None`` = detect (nvcc ``-arch=native``).
+    arch: str | None = None
+
+    @field_validator("arch", mode="before")
+    @classmethod
+    def _arch_to_str(cls, v: Any) -> Any:
+        if isinstance(v, bool):
+            raise ValueError("arch must be a string like '90a' or an integer like 80")
+        if isinstance(v, int):
+            return str(v)
+        return v
+
+    @field_validator("arch")
+    @classmethod
+    def _arch_shape(cls, v: str | None) -> str | None:
+        if v is not None and not (v[:-1].isdigit() if v[-1:].isalpha() else v.isdigit()):
+            raise ValueError(f"arch must look like '80' or '90a', got {v!r}")
+        return v
+
+    @field_validator("tests", "benchmarks")
+    @classmethod
+    def _case_keys(cls, cases: list[TestCase]) -> list[TestCase]:
+        for case in cases:
+            text = case if isinstance(case, str) else "".join(f"{k}{v}" for k, v in case.items())
+            if "\n" in text or "\r" in text:
+                raise ValueError("a test/benchmark case must not contain a newline")
+            if isinstance(case, dict):
+                for k in case:
+                    if not k or ":" in k or ";" in k:
+                        raise ValueError(f"case key {k!r} must be non-empty without ':' or ';'")
+        return cases
+
+    def timeout_for(self, run: str) -> int:
+        """The timeout (s) of one run: test / benchmark / leaderboard / profile.N."""
+        if run == "test":
+            return self.test_timeout
+        if run == "leaderboard":
+            return self.ranked_timeout
+        return self.benchmark_timeout
+
+    @property
+    def total_timeout(self) -> int:
+        """Upper bound of the runs' time for this payload's mode (compile and setup excluded)."""
+        if self.mode in ("leaderboard", "private"):
+            return self.test_timeout + self.benchmark_timeout + self.ranked_timeout
+        if self.mode == "test":
+            return self.test_timeout
+        if self.mode == "profile":
+            return self.benchmark_timeout * max(1, len(self.benchmarks))
+        return self.benchmark_timeout
+
+
+class _KernelPayload(_CommonPayload):
+    #: File name → text. kernelbot sends ``sources``; the field's Buildkite guide sends ``files``.
+    sources: dict[str, str] = Field(validation_alias=AliasChoices("sources", "files"))
+
+    @field_validator("sources")
+    @classmethod
+    def _sources_ok(cls, v: dict[str, str]) -> dict[str, str]:
+        return _check_files(v, "sources")
+
+    def _check_total(self, *groups: dict[str, str]) -> None:
+        files = [name for g in groups for name in g]
+        if len(files) > MAX_SOURCE_FILES:
+            raise ValueError(f"{len(files)} files, more than the limit of {MAX_SOURCE_FILES}")
+        dupes = {n for n in files if files.count(n) > 1}
+        if dupes:
+            raise ValueError(f"file names given twice: {sorted(dupes)}")
+        total = sum(len(t.encode("utf-8", "surrogatepass")) for g in groups for t in g.values())
+        if total > MAX_SOURCES_BYTES:
+            raise ValueError(
+                f"sources total {total / 2**20:.1f} MiB, over the limit of "
+                f"{MAX_SOURCES_BYTES / 2**20:.0f} MiB"
+            )
+
+
+def _check_files(files: dict[str, str], what: str) -> dict[str, str]:
+    for name in files:
+        _check_relative_name(name)
+    return files
+
+
+class PyPayload(_KernelPayload):
+    """A Python submission: ``python <main> <mode> <cases>`` in a work dir holding ``sources``."""
+
+    lang: Literal["py"]
+    main: str = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _main_in_sources(self) -> PyPayload:
+        if self.main not in self.sources:
+            raise ValueError(f"main {self.main!r} is not one of the sources {sorted(self.sources)}")
+        self._check_total(self.sources)
+        return self
+
+
+class CuPayload(_KernelPayload):
+    """A CUDA submission: nvcc compiles ``sources`` (headers beside them) into ``eval.out``."""
+
+    lang: Literal["cu"]
+    headers: dict[str, str] = Field(default_factory=dict)
+    defines: dict[str, str | None] = Field(default_factory=dict)
+    include_dirs: list[str] = Field(default_factory=list)
+    libraries: list[str] = Field(default_factory=list)
+    compile_flags: list[str] = Field(default_factory=list)
+
+    @field_validator("headers")
+    @classmethod
+    def _headers_ok(cls, v: dict[str, str]) -> dict[str, str]:
+        return _check_files(v, "headers")
+
+    @field_validator("defines")
+    @classmethod
+    def _defines_ok(cls, v: dict[str, str | None]) -> dict[str, str | None]:
+        for name in v:
+            if not name.isidentifier():
+                raise ValueError(f"define {name!r} is not a C identifier")
+        return v
+
+    @field_validator("compile_flags")
+    @classmethod
+    def _flags_ok(cls, v: list[str]) -> list[str]:
+        for flag in v:
+            if not flag.startswith("-"):
+                raise ValueError(f"compile flag {flag!r} must start with '-'")
+        return v
+
+    @field_validator("libraries")
+    @classmethod
+    def _libs_ok(cls, v: list[str]) -> list[str]:
+        for lib in v:
+            if not lib or not all(c.isalnum() or c in "_-+." for c in lib):
+                raise ValueError(f"library name {lib!r} is not a plain library name")
+        return v
+
+    @model_validator(mode="after")
+    def _sizes(self) -> CuPayload:
+        if not self.sources:
+            raise ValueError("a cu payload needs at least one source to compile")
+        self._check_total(self.sources, self.headers)
+        return self
+
+
+class BenchmarkShape(_Strict):
+    num_prompts: int = Field(gt=0, le=100_000)
+    input_len: int = Field(gt=0, le=1_000_000)
+    output_len: int = Field(gt=0, le=1_000_000)
+
+
+class ModelConfig(_Strict):
+    """The ``model_config`` of a ``model`` payload (the field's keys, its defaults)."""
+
+    model_name: str = Field(min_length=1)
+    tensor_parallel: int = Field(default=1, ge=1, le=64)
+    benchmark_shapes: list[BenchmarkShape] = Field(
+        default_factory=lambda: [BenchmarkShape(num_prompts=100, input_len=512, output_len=128)],
+        min_length=1,
+    )
+    ranking_metric: str = "request_throughput"
+    perplexity_baseline: float | None = Field(default=None, gt=0)
+    perplexity_tolerance: float = Field(default=0.02, ge=0, le=1)
+    install_timeout: Timeout = 600
+    server_startup_timeout: Timeout = 300
+    benchmark_timeout: Timeout = 1200
+    vllm_args: list[str] = Field(default_factory=list)
+
+    @field_validator("perplexity_baseline")
+    @classmethod
+    def _finite(cls, v: float | None) -> float | None:
+        if v is not None and not math.isfinite(v):
+            raise ValueError("perplexity_baseline must be finite")
+        return v
+
+
+class ModelPayload(_CommonPayload):
+    """A vLLM fork to benchmark: an archive (inline, by URL, or a local path) + ``model_config``."""
+
+    lang: Literal["model"]
+    #: base64 of a .tar.gz/.tgz/.zip holding ``<dir>/vllm/...``.
+    submission_archive: str | None = None
+    #: Where to download the archive when it is too big to travel inline.
+    archive_url: str | None = None
+    #: Hex SHA-256 of the archive; required with ``archive_url``.
+    archive_sha256: str | None = Field(default=None, pattern=r"^[0-9a-fA-F]{64}$")
+    #: A path on the machine that runs the job (local backend only).
+    archive_path: str | None = None
+    # ``model_config`` is pydantic's own attribute name, so the field is renamed and aliased.
+    model_cfg: ModelConfig = Field(alias="model_config")
+
+    @model_validator(mode="after")
+    def _one_archive(self) -> ModelPayload:
+        given = [
+            k for k in ("submission_archive", "archive_url", "archive_path") if getattr(self, k)
+        ]
+        if len(given) != 1:
+            raise ValueError(
+                "exactly one of submission_archive, archive_url, archive_path is required"
+                + (f" (got {', '.join(given)})" if given else "")
+            )
+        if self.archive_url and not self.archive_sha256:
+            raise ValueError("archive_url needs archive_sha256")
+        if self.archive_url and not self.archive_url.startswith(("https://", "http://")):
+            raise ValueError("archive_url must be an http(s) URL")
+        if self.mode == "profile":
+            raise ValueError("mode 'profile' is not supported for lang 'model'")
+        return self
+
+
+Payload = Annotated[PyPayload | CuPayload | ModelPayload, Field(discriminator="lang")]
+KernelPayload = PyPayload | CuPayload
+payload_adapter: TypeAdapter[PyPayload | CuPayload | ModelPayload] = TypeAdapter(Payload)
+
+
+def runs_for_mode(mode: str, n_benchmarks: int = 1) -> list[str]:
+    """The run names of a mode, in order; each runs only if the previous one passed."""
+    if mode in ("leaderboard", "private"):
+        return ["test", "benchmark", "leaderboard"]
+    if mode == "profile":
+        return [f"profile.{i}" for i in range(max(1, n_benchmarks))]
+    return [mode]
+
+
+def dump_payload(payload: PyPayload | CuPayload | ModelPayload) -> dict[str, Any]:
+    """The payload as kernelbot-shaped JSON data (wire names, defaults included)."""
+    return payload.model_dump(mode="json", by_alias=True)
+
+
+# ---------------------------------------------------------------------------------------------
+# Result (kernelbot FullResult, field names exactly)
+# ---------------------------------------------------------------------------------------------
+
+
+class SystemInfo(_Strict):
+    gpu: str = ""
+    device_count: int = 1
+    cpu: str = ""
+    runtime: str = ""
+    platform: str = ""
+    torch: str = ""
+    hostname: str = ""
+
+
+class CompileResult(_Strict):
+    nvcc_found: bool
+    nvcc_version: str = ""
+    success: bool
+    command: str = ""
+    stdout: str = ""
+    stderr: str = ""
+    exit_code: int
+
+
+class RunResult(_Strict):
+    success: bool  #: exit code 0 or 112 (the harness ran to a verdict)
+    passed: bool  #: ``result["check"] == "pass"``
+    command: str = ""
+    stdout: str = ""
+    stderr: str = ""
+    exit_code: int
+    duration: float  #: wall time of the process in seconds (the timeout when it timed out)
+    result: dict[str, str] = Field(default_factory=dict)
+
+
+class ProfileResult(_Strict):
+    profiler: str
+    trace: str | None = None
+    download_url: str | None = None
+
+
+class EvalResult(_Strict):
+    start: _dt.datetime
+    end: _dt.datetime
+    compilation: CompileResult | None = None
+    run: RunResult | None = None
+    profile: ProfileResult | None = None
+
+
+Stage = Literal[
+    "decode",  # the payload could not be read
+    "validate",  # the payload did not match the contract
+    "setup",  # work dir, files, environment
+    "compile",
+    "run",
+    "install",  # model path: installing the fork
+    "server_start",
+    "perplexity",
+    "benchmark",
+    "collect",
+    "container",  # host side: the container could not be run
+    "publish",  # host side: artifact/meta-data/annotation
+    "interrupted",
+    "internal",
+]
+
+
+class Phase(_Strict):
+    """One timed phase of a job (model path: install, server_start, ...; kernels: one per run)."""
+
+    name: str
+    start: _dt.datetime
+    end: _dt.datetime | None = None
+    duration_s: float | None = None
+    success: bool | None = None
+    detail: str = ""
+
+
+class KitebenchInfo(_Strict):
+    """The ``kitebench`` extension key of result.json: facts kernelbot has no field for."""
+
+    contract: int = CONTRACT_VERSION
+    version: str = __version__
+    #: Every run passed (what ``kitebench submit`` and the exit code 0 mean).
+    passed: bool = False
+    #: Where a failure happened (``None`` when the job ran to a verdict).
+    stage: Stage | None = None
+    #: The runner's exit code class (:class:`RunnerExit`).
+    exit_code: int | None = None
+    #: Set when SIGTERM/SIGINT stopped the job; the result holds what finished before.
+    interrupted: bool = False
+    #: Score in seconds (kernels: benchmark means combined by ranking_by) or the ranking metric.
+    score: float | None = None
+    phases: list[Phase] = Field(default_factory=list)
+    #: Isolation facts recorded by the host wrapper (GPU UUID, cpuset, memory, image digest...).
+    isolation: dict[str, Any] = Field(default_factory=dict)
+    #: Path-specific extras (model path: perplexity, benchmark keys per shape, ...).
+    details: dict[str, Any] = Field(default_factory=dict)
+    warnings: list[str] = Field(default_factory=list)
+
+
+class FullResult(BaseModel):
+    """result.json. ``success`` means the runner carried the job to a verdict (kernelbot's meaning);
+    whether the submission passed is in each run and in ``kitebench.passed``."""
+
+    # Unknown top-level keys are ignored, as kernelbot does; inner objects are strict.
+    model_config = ConfigDict(extra="ignore", populate_by_name=True)
+
+    success: bool
+    error: str = ""
+    system: SystemInfo = Field(default_factory=SystemInfo)
+    runs: dict[str, EvalResult] = Field(default_factory=dict)
+    kitebench: KitebenchInfo = Field(default_factory=KitebenchInfo)
+
+    @property
+    def passed(self) -> bool:
+        return self.success and self.kitebench.passed
+
+    def to_json(self, *, indent: int | None = 2) -> str:
+        return self.model_dump_json(indent=indent)
+
+    @classmethod
+    def failure(
+        cls,
+        error: str,
+        stage: Stage,
+        exit_code: RunnerExit = RunnerExit.INTERNAL,
+        *,
+        system: SystemInfo | None = None,
+        runs: dict[str, EvalResult] | None = None,
+        **info: Any,
+    ) -> FullResult:
+        """A failed result: what every failure path writes."""
+        return cls(
+            success=False,
+            error=error,
+            system=system or SystemInfo(),
+            runs=runs or {},
+            kitebench=KitebenchInfo(stage=stage, exit_code=int(exit_code), **info),
+        )
+
+
+def runs_passed(runs: dict[str, EvalResult]) -> bool:
+    """True iff there is at least one run and every run compiled (if it compiles) and passed."""
+    if not runs:
+        return False
+    for ev in runs.values():
+        if ev.compilation is not None and not ev.compilation.success:
+            return False
+        if ev.run is None or not ev.run.passed:
+            return False
+    return True
+
+
+def payload_json_schema() -> dict[str, Any]:
+    schema = payload_adapter.json_schema(mode="validation", by_alias=True)
+    schema["title"] = "kitebench payload"
+    schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
+    return schema
+
+
+def result_json_schema() -> dict[str, Any]:
+    schema = FullResult.model_json_schema(mode="serialization", by_alias=True)
+    schema["title"] = "kitebench result.json"
+    schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
+    return schema

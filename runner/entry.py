@@ -1,0 +1,96 @@
+"""``python -m runner``: decode ``$SUBMISSION_PAYLOAD``, run it, ALWAYS write result.json.
+
+Environment:
+  SUBMISSION_PAYLOAD            base64(zlib(json)) payload (required)
+  KITEBENCH_OUTPUT_DIR          where result.json goes (default: the current directory)
+  KITEBENCH_MAX_PAYLOAD_BYTES   cap on the decompressed payload (default 64 MiB)
+
+Exit codes: see :class:`runner.contract.RunnerExit` (0 passed, 1 failed, 2 bad payload,
+3 internal, 4 interrupted).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from runner import codec
+from runner.context import Interrupted, RunContext
+from runner.contract import FullResult, RunnerExit
+from runner.resultio import exit_code_for, write_result
+from runner.system import collect_system
+
+
+def _raise_interrupted(signum: int, _frame: Any) -> None:
+    raise Interrupted(signum)
+
+
+def execute(payload: Any, ctx: RunContext) -> FullResult:
+    """Run a validated payload; each lang's executor lives in its own module."""
+    if payload.lang == "model":
+        from runner.model import run_model
+
+        return run_model(payload, ctx)
+    from runner.kernels import run_kernel
+
+    return run_kernel(payload, ctx)
+
+
+def run(env: Mapping[str, str]) -> tuple[FullResult, RunnerExit]:
+    out_dir = Path(env.get("KITEBENCH_OUTPUT_DIR") or os.getcwd())
+    ctx = RunContext(env=env, output_dir=out_dir)
+    try:
+        max_bytes = int(env.get("KITEBENCH_MAX_PAYLOAD_BYTES") or codec.DEFAULT_MAX_DECOMPRESSED)
+        payload = codec.decode(env.get("SUBMISSION_PAYLOAD"), max_bytes=max_bytes)
+        result = execute(payload, ctx)
+    except codec.PayloadError as e:
+        result = FullResult.failure(
+            e.message, e.stage, RunnerExit.BAD_PAYLOAD, system=collect_system(probe_gpu=False)
+        )
+    except Interrupted as e:
+        result = _interrupted(ctx, e)
+    except Exception as e:  # the last line of defence: a runner bug still yields a result
+        result = FullResult.failure(
+            f"internal error: {type(e).__name__}: {e}", "internal", RunnerExit.INTERNAL
+        )
+    write_result(result, out_dir)
+    return result, exit_code_for(result)
+
+
+def _interrupted(ctx: RunContext, e: Interrupted) -> FullResult:
+    partial = ctx.last_checkpoint
+    msg = f"interrupted by {e.signal_name}"
+    if partial is None:
+        return FullResult.failure(
+            msg + " before any run finished", "interrupted", RunnerExit.INTERRUPTED, interrupted=True
+        )
+    result = partial.model_copy(deep=True)
+    done = ", ".join(result.runs) or "nothing"
+    result.success = False
+    result.error = f"{msg}; finished before the interruption: {done}"
+    result.kitebench.stage = "interrupted"
+    result.kitebench.exit_code = int(RunnerExit.INTERRUPTED)
+    result.kitebench.interrupted = True
+    result.kitebench.passed = False
+    return result
+
+
+def main() -> int:
+    previous = {s: signal.signal(s, _raise_interrupted) for s in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        result, code = run(os.environ)
+    except Interrupted:  # a signal while result.json was being written: exit with its class
+        return int(RunnerExit.INTERRUPTED)
+    finally:
+        for s, h in previous.items():
+            signal.signal(s, h)
+    verdict = "passed" if code == RunnerExit.PASSED else code.name.lower().replace("_", " ")
+    line = f"kitebench runner: {verdict}"
+    if result.error:
+        line += f": {result.error}"
+    print(line[:2000], file=sys.stderr)
+    return int(code)

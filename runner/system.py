@@ -1,0 +1,70 @@
+"""``system`` of result.json, filled honestly without importing torch in the runner process."""
+
+from __future__ import annotations
+
+import platform
+import shutil
+import socket
+import subprocess
+from importlib import metadata
+from pathlib import Path
+
+from runner.contract import SystemInfo
+
+
+def _cpu_model() -> str:
+    try:
+        info = Path("/proc/cpuinfo").read_text(errors="replace")
+    except OSError:
+        return platform.processor()
+    fields: dict[str, str] = {}
+    for line in info.splitlines():
+        key, _, val = line.partition(":")
+        fields.setdefault(key.strip(), val.strip())
+    model = fields.get("model name", "")
+    return model if model and model != "unknown" else fields.get("vendor_id", platform.processor())
+
+
+def _query(cmd: list[str], timeout: float = 10) -> str | None:
+    if shutil.which(cmd[0]) is None:
+        return None
+    try:
+        out = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, check=False)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout if out.returncode == 0 else None
+
+
+def _gpus() -> tuple[list[str], str]:
+    """GPU names and the runtime (CUDA / ROCm / CPU) from the vendor tools."""
+    out = _query(["nvidia-smi", "--query-gpu=name", "--format=csv,noheader"])
+    if out is not None:
+        names = [n.strip() for n in out.splitlines() if n.strip()]
+        if names:
+            return names, "CUDA"
+    out = _query(["rocm-smi", "--showproductname", "--csv"])
+    if out is not None:
+        names = [ln.split(",")[-1].strip() for ln in out.splitlines()[1:] if ln.strip()]
+        if names:
+            return names, "ROCm"
+    return [], "CPU"
+
+
+def _torch_version() -> str:
+    try:
+        return metadata.version("torch")
+    except metadata.PackageNotFoundError:
+        return ""
+
+
+def collect_system(*, probe_gpu: bool = True) -> SystemInfo:
+    names, runtime = _gpus() if probe_gpu else ([], "CPU")
+    return SystemInfo(
+        gpu=names[0] if names else "",
+        device_count=len(names),
+        cpu=_cpu_model(),
+        runtime=runtime,
+        platform=platform.platform(),
+        torch=_torch_version(),
+        hostname=socket.gethostname(),
+    )
