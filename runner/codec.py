@@ -23,6 +23,7 @@ INLINE_LIMIT = 96 * 1024
 #: Default cap on the decompressed JSON.
 DEFAULT_MAX_DECOMPRESSED = 64 * 1024 * 1024
 _CHUNK = 64 * 1024
+_STEP = 1024 * 1024
 
 Payload = Any  # PyPayload | CuPayload | ModelPayload (see runner.contract.Payload)
 
@@ -75,7 +76,7 @@ def encode(payload: Payload | dict[str, Any], *, limit: int | None = INLINE_LIMI
 def encode_raw(data: Any, *, limit: int | None = INLINE_LIMIT) -> str:
     """Encode any JSON data without validating it (tests and tooling)."""
     raw = json.dumps(data, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
-    text = base64.b64encode(zlib.compress(raw, 9)).decode("ascii")
+    text = base64.b64encode(zlib.compress(raw)).decode("ascii")
     if limit is not None and len(text) > limit:
         raise PayloadTooLarge(len(text), limit, "the encoded payload")
     return text
@@ -104,26 +105,43 @@ def decompress(text: str | bytes | None, *, max_bytes: int = DEFAULT_MAX_DECOMPR
         raise PayloadError("base64", f"payload is not valid base64 ({e})") from None
 
     d = zlib.decompressobj()
-    out = bytearray()
+    # Output is kept as a list of chunks: no over-allocation while growing, and a bomb is refused
+    # before anything is joined, so peak memory stays near ``max_bytes``.
+    parts: list[bytes] = []
+    size = 0
     try:
         for i in range(0, len(compressed), _CHUNK):
             chunk = compressed[i : i + _CHUNK]
             while chunk:
-                # max_length bounds each step, so memory never exceeds the cap plus one step.
-                out += d.decompress(chunk, max_bytes + 1 - len(out))
-                if len(out) > max_bytes:
-                    raise PayloadTooLarge(len(out), max_bytes, "the decompressed payload")
+                # max_length bounds each step (small steps: no large transient buffers) and
+                # never lets the output pass the cap by more than one byte.
+                part = d.decompress(chunk, min(_STEP, max_bytes + 1 - size))
+                parts.append(part)
+                size += len(part)
+                if size > max_bytes:
+                    raise PayloadTooLarge(size, max_bytes, "the decompressed payload")
                 chunk = d.unconsumed_tail
-        out += d.flush(max_bytes + 1 - len(out)) if not d.eof else b""
     except zlib.error as e:
         raise PayloadError("zlib", f"payload is not zlib data ({e})") from None
-    if len(out) > max_bytes:
-        raise PayloadTooLarge(len(out), max_bytes, "the decompressed payload")
     if not d.eof:
         raise PayloadError("zlib", "payload is not zlib data (truncated stream)")
     if d.unused_data:
         raise PayloadError("zlib", f"payload has {len(d.unused_data)} bytes after the zlib stream")
-    return bytes(out)
+    return b"".join(parts)
+
+
+def read_payload_file(path: str, *, max_bytes: int = DEFAULT_MAX_DECOMPRESSED) -> bytes:
+    """An encoded payload from a file (for payloads too big for one env string). The encoded text
+    of a payload under the cap is at most ~4/3 of it (base64 of incompressible data)."""
+    limit = max_bytes * 4 // 3 + 1024
+    try:
+        with open(path, "rb") as f:
+            data = f.read(limit + 1)
+    except OSError as e:
+        raise PayloadError("missing", f"cannot read payload file {path}: {e.strerror}") from None
+    if len(data) > limit:
+        raise PayloadTooLarge(len(data), limit, "the payload file")
+    return data
 
 
 def decode_json(text: str | bytes | None, *, max_bytes: int = DEFAULT_MAX_DECOMPRESSED) -> Any:

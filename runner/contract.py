@@ -184,7 +184,7 @@ class _KernelPayload(_CommonPayload):
     @field_validator("sources")
     @classmethod
     def _sources_ok(cls, v: dict[str, str]) -> dict[str, str]:
-        return _check_files(v, "sources")
+        return _check_files(v)
 
     def _check_total(self, *groups: dict[str, str]) -> None:
         files = [name for g in groups for name in g]
@@ -201,7 +201,7 @@ class _KernelPayload(_CommonPayload):
             )
 
 
-def _check_files(files: dict[str, str], what: str) -> dict[str, str]:
+def _check_files(files: dict[str, str]) -> dict[str, str]:
     for name in files:
         _check_relative_name(name)
     return files
@@ -234,7 +234,7 @@ class CuPayload(_KernelPayload):
     @field_validator("headers")
     @classmethod
     def _headers_ok(cls, v: dict[str, str]) -> dict[str, str]:
-        return _check_files(v, "headers")
+        return _check_files(v)
 
     @field_validator("defines")
     @classmethod
@@ -290,6 +290,23 @@ class ModelConfig(_Strict):
     server_startup_timeout: Timeout = 300
     benchmark_timeout: Timeout = 1200
     vllm_args: list[str] = Field(default_factory=list)
+    # -- kitebench additions (not in the field's model_config; all optional) --
+    #: Server argv template instead of the default OpenAI api_server module; placeholders
+    #: ``{python} {model} {port} {host} {served_model_name} {tensor_parallel}``; vllm_args appended.
+    server_command: list[str] | None = Field(default=None, min_length=1)
+    #: Extra environment of the server process (e.g. ``VLLM_CPU_KVCACHE_SPACE``).
+    server_env: dict[str, str] = Field(default_factory=dict)
+    #: argv prefix that acts as ``vllm bench serve`` (placeholder ``{python}``); default: the kit's
+    #: driver of the installed vLLM's bench module.
+    bench_command: list[str] | None = Field(default=None, min_length=1)
+    #: Held-out text for the perplexity gate (``None``: the kit's default corpus).
+    perplexity_corpus: str | None = Field(default=None, max_length=8 * 1024 * 1024)
+    #: Documents longer than this many characters are split (keep them under max-model-len).
+    perplexity_chunk_chars: int = Field(default=2000, ge=64, le=1_000_000)
+    #: Caps on the fork archive: its own size, and its extracted files and bytes (bomb guard).
+    max_archive_bytes: int = Field(default=256 * 2**20, gt=0)
+    max_extract_files: int = Field(default=20_000, gt=0)
+    max_extract_bytes: int = Field(default=1024 * 2**20, gt=0)
 
     @field_validator("perplexity_baseline")
     @classmethod

@@ -1,7 +1,8 @@
 """``python -m runner``: decode ``$SUBMISSION_PAYLOAD``, run it, ALWAYS write result.json.
 
 Environment:
-  SUBMISSION_PAYLOAD            base64(zlib(json)) payload (required)
+  SUBMISSION_PAYLOAD            base64(zlib(json)) payload (required unless the next is set)
+  KITEBENCH_PAYLOAD_FILE        a file holding the encoded payload (for payloads over 128 KiB)
   KITEBENCH_OUTPUT_DIR          where result.json goes (default: the current directory)
   KITEBENCH_MAX_PAYLOAD_BYTES   cap on the decompressed payload (default 64 MiB)
 
@@ -44,8 +45,11 @@ def run(env: Mapping[str, str]) -> tuple[FullResult, RunnerExit]:
     out_dir = Path(env.get("KITEBENCH_OUTPUT_DIR") or os.getcwd())
     ctx = RunContext(env=env, output_dir=out_dir)
     try:
-        max_bytes = int(env.get("KITEBENCH_MAX_PAYLOAD_BYTES") or codec.DEFAULT_MAX_DECOMPRESSED)
-        payload = codec.decode(env.get("SUBMISSION_PAYLOAD"), max_bytes=max_bytes)
+        max_bytes = _max_bytes(env)
+        text: str | bytes | None = env.get("SUBMISSION_PAYLOAD")
+        if text is None and env.get("KITEBENCH_PAYLOAD_FILE"):
+            text = codec.read_payload_file(env["KITEBENCH_PAYLOAD_FILE"], max_bytes=max_bytes)
+        payload = codec.decode(text, max_bytes=max_bytes)
         result = execute(payload, ctx)
     except codec.PayloadError as e:
         result = FullResult.failure(
@@ -59,6 +63,20 @@ def run(env: Mapping[str, str]) -> tuple[FullResult, RunnerExit]:
         )
     write_result(result, out_dir)
     return result, exit_code_for(result)
+
+
+def _max_bytes(env: Mapping[str, str]) -> int:
+    raw = env.get("KITEBENCH_MAX_PAYLOAD_BYTES")
+    if not raw:
+        return codec.DEFAULT_MAX_DECOMPRESSED
+    try:
+        value = int(raw)
+    except ValueError:
+        value = 0
+    if value <= 0:
+        # a host misconfiguration, not a bad payload: reported as an internal error
+        raise ValueError(f"KITEBENCH_MAX_PAYLOAD_BYTES must be a positive integer, got {raw!r}")
+    return value
 
 
 def _interrupted(ctx: RunContext, e: Interrupted) -> FullResult:

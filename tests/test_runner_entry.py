@@ -1,0 +1,156 @@
+"""``python -m runner`` on bad payloads: a failed result.json, its own error, a non-zero exit."""
+
+from __future__ import annotations
+
+import base64
+import json
+import subprocess
+import sys
+import zlib
+from pathlib import Path
+
+import pytest
+
+from runner import codec
+from runner.contract import MAX_SOURCES_BYTES, RunnerExit
+from tests.bombs import b64_bomb, zlib_bomb
+from tests.conftest import PYTHON
+
+
+def _enc(obj) -> str:
+    raw = obj if isinstance(obj, bytes) else json.dumps(obj).encode()
+    return base64.b64encode(zlib.compress(raw)).decode()
+
+
+def _py(**kw):
+    return {"lang": "py", "main": "eval.py", "sources": {"eval.py": "print(1)"}, **kw}
+
+
+# (id, SUBMISSION_PAYLOAD or None for unset, words expected in the error)
+BAD = [
+    ("missing", None, "SUBMISSION_PAYLOAD is not set"),
+    ("empty", "", "payload is empty"),
+    ("whitespace", " \n\t", "payload is empty"),
+    ("bad-base64", "%%%not-base64%%%", "not valid base64"),
+    ("bad-padding", "abcde", "not valid base64"),
+    ("not-zlib", base64.b64encode(b"plain text, no zlib").decode(), "not zlib data"),
+    ("truncated", base64.b64encode(zlib.compress(json.dumps(_py()).encode())[:-6]).decode(), "truncated"),
+    ("trailing-junk", base64.b64encode(zlib.compress(b"{}") + b"xx").decode(), "after the zlib stream"),
+    ("not-utf8", _enc(b"\xc3\x28 \xff"), "not UTF-8"),
+    ("not-json", _enc(b"lang=py"), "not JSON"),
+    ("json-array", _enc([1, 2, 3]), "must be a JSON object, got an array"),
+    ("json-number", _enc(b"42"), "got a number"),
+    ("no-lang", _enc({"main": "eval.py"}), "has no 'lang'"),
+    ("unknown-lang", _enc({"lang": "fortran"}), "unknown lang 'fortran'"),
+    ("unknown-mode", _enc(_py(mode="speedrun")), "unknown mode 'speedrun'"),
+    ("wrong-type-tests", _enc(_py(tests={"size": 1})), "tests: Input should be a valid list"),
+    ("wrong-type-sources", _enc(_py(sources="print(1)")), "sources: Input should be a valid dictionary"),
+    ("negative-timeout", _enc(_py(test_timeout=-1)), "test_timeout: Input should be greater than 0"),
+    ("huge-timeout", _enc(_py(benchmark_timeout=10**9)), "benchmark_timeout: Input should be less than or equal"),
+    ("main-not-in-sources", _enc(_py(main="run.py")), "main 'run.py' is not one of the sources"),
+    ("traversal-name", _enc(_py(sources={"eval.py": "", "../../etc/cron.d/x": "boom"})), "file name"),
+    ("misspelt-key", _enc(_py(benchmark_timout=5)), "benchmark_timout: Extra inputs are not permitted"),
+    ("huge-sources", _enc(_py(sources={"eval.py": "#" * (MAX_SOURCES_BYTES + 10)})), "over the limit of 8 MiB"),
+    ("cu-bad-flag", _enc({"lang": "cu", "sources": {"a.cu": ""}, "compile_flags": ["; rm -rf /"]}), "must start with '-'"),
+    ("model-no-archive", _enc({"lang": "model", "model_config": {"model_name": "m"}}), "exactly one of"),
+    ("deep-nesting", _enc(b'{"lang": "py", "x": ' + b"[" * 200_000 + b"]" * 200_000 + b"}"), "nested too deeply"),
+    ("bomb-90MiB-env", b64_bomb(90 << 20), "over the limit of 64.0 MiB"),
+]
+
+
+def _run(env: dict[str, str], payload: str | None) -> subprocess.CompletedProcess[str]:
+    env = dict(env)
+    if payload is not None:
+        env["SUBMISSION_PAYLOAD"] = payload
+    return subprocess.run([PYTHON, "-m", "runner"], env=env, capture_output=True, text=True, timeout=120)
+
+
+@pytest.mark.parametrize(("name", "payload", "words"), BAD, ids=[b[0] for b in BAD])
+def test_bad_payload_leaves_a_failed_result(runner_env, name, payload, words):
+    proc = _run(runner_env, payload)
+    assert proc.returncode == RunnerExit.BAD_PAYLOAD, proc.stderr
+    assert "Traceback" not in proc.stderr + proc.stdout
+    doc = json.loads((Path(runner_env["KITEBENCH_OUTPUT_DIR"]) / "result.json").read_text())
+    assert doc["success"] is False
+    assert words in doc["error"]
+    assert doc["runs"] == {}
+    assert doc["kitebench"]["stage"] in ("decode", "validate")
+    assert doc["kitebench"]["exit_code"] == RunnerExit.BAD_PAYLOAD
+    assert doc["error"] in proc.stderr  # one readable line for the job log
+
+
+def test_every_bad_payload_has_its_own_error():
+    errors = {}
+    for name, payload, _ in BAD:
+        try:
+            codec.decode(payload)
+        except codec.PayloadError as e:
+            errors[name] = e.message
+    assert len(errors) == len(BAD)
+    # same kind of problem may share words, but the message always says which problem it is
+    kinds = {n: m.split(":")[0].split("(")[0] for n, m in errors.items()}
+    assert len(set(errors.values())) >= len(BAD) - 2, kinds
+
+
+MEASURE = """
+import os, resource, subprocess, sys, time
+t = time.perf_counter()
+p = subprocess.run([sys.executable, "-m", "runner"], capture_output=True)
+wall = time.perf_counter() - t
+print(p.returncode, wall, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)
+"""
+
+
+def test_one_gib_bomb_is_refused_with_bounded_memory(runner_env, tmp_path):
+    """A 1 GiB zlib bomb (too big for an env string, so it comes as KITEBENCH_PAYLOAD_FILE)."""
+    bomb = tmp_path / "bomb.b64"
+    bomb.write_bytes(base64.b64encode(zlib_bomb(1 << 30)))
+    env = dict(runner_env, KITEBENCH_PAYLOAD_FILE=str(bomb))
+    out = subprocess.run([PYTHON, "-c", MEASURE], env=env, capture_output=True, text=True,
+                         timeout=120, check=True).stdout.split()
+    code, wall, peak_kib = int(out[0]), float(out[1]), int(out[2])
+    print(f"1 GiB bomb: exit {code}, {wall:.2f} s wall, peak RSS {peak_kib / 1024:.0f} MiB")
+    assert code == RunnerExit.BAD_PAYLOAD
+    assert peak_kib < 150 * 1024
+    doc = json.loads((Path(runner_env["KITEBENCH_OUTPUT_DIR"]) / "result.json").read_text())
+    assert "decompressed payload" in doc["error"] and "64.0 MiB" in doc["error"]
+
+
+def test_valid_payload_from_a_file(runner_env, tmp_path):
+    """The file path decodes like the env string (then runs; the verdict is not the point here)."""
+    f = tmp_path / "p.b64"
+    f.write_text(_enc(_py(mode="nonsense")))
+    env = dict(runner_env, KITEBENCH_PAYLOAD_FILE=str(f))
+    proc = subprocess.run([PYTHON, "-m", "runner"], env=env, capture_output=True, text=True, timeout=60)
+    assert proc.returncode == RunnerExit.BAD_PAYLOAD
+    assert "unknown mode 'nonsense'" in proc.stderr
+
+
+def test_misconfigured_cap_is_an_internal_error_not_a_bad_payload(runner_env):
+    env = dict(runner_env, KITEBENCH_MAX_PAYLOAD_BYTES="lots")
+    proc = _run(env, _enc(_py()))
+    assert proc.returncode == RunnerExit.INTERNAL
+    doc = json.loads((Path(runner_env["KITEBENCH_OUTPUT_DIR"]) / "result.json").read_text())
+    assert doc["kitebench"]["stage"] == "internal"
+    assert "KITEBENCH_MAX_PAYLOAD_BYTES" in doc["error"]
+
+
+def test_result_is_written_atomically_over_an_old_one(runner_env):
+    out = Path(runner_env["KITEBENCH_OUTPUT_DIR"])
+    (out / "result.json").write_text('{"success": true, "stale": 1}')
+    _run(runner_env, "")
+    doc = json.loads((out / "result.json").read_text())
+    assert doc["success"] is False and "stale" not in doc
+    assert [p.name for p in out.iterdir()] == ["result.json"]  # no temp files left behind
+
+
+def test_python_dash_m_runner_is_importable_without_control_plane_modules():
+    """The runner image installs only runner + pydantic: importing it must not pull in click,
+    requests, yaml, docker or launcher."""
+    code = (
+        "import sys, runner.entry, runner.codec, runner.contract\n"
+        "bad = [m for m in ('click', 'requests', 'yaml', 'docker', 'launcher') if m in sys.modules]\n"
+        "print(bad)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
