@@ -1,0 +1,76 @@
+"""Render the agent units, drop-ins, slices and hooks from the Jinja2 templates.
+
+The templates live once, in ``systemd/templates`` (this package's ``templates`` is a link to it,
+and so is the Ansible role's ``templates``). The Jinja2 options match Ansible's ``template``
+module (``trim_blocks``, trailing newline kept) so both render byte-identical files.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from launcher.vendor.plan import GpuPlan, KitSettings
+
+TEMPLATE_DIR = Path(__file__).resolve().parent / "templates"
+UNIT_DIR = "/etc/systemd/system"
+AGENT_UNIT = "kitebench-agent@.service"
+DROPIN_NAME = "10-kitebench.conf"
+HOOKS = ("environment", "pre-exit")
+
+
+def agent_instance(index: int) -> str:
+    return f"kitebench-agent@{index}.service"
+
+
+def gpu_slice(index: int) -> str:
+    return f"kitebench-gpu{index}.slice"
+
+
+@dataclass(frozen=True)
+class RenderedFile:
+    path: str  # absolute path on the host
+    content: str
+    mode: int
+
+
+def _env():
+    import jinja2  # only render needs it
+
+    return jinja2.Environment(
+        loader=jinja2.FileSystemLoader(str(TEMPLATE_DIR)),
+        undefined=jinja2.StrictUndefined,
+        trim_blocks=True,
+        keep_trailing_newline=True,
+        autoescape=False,  # unit files and shell, not HTML
+    )
+
+
+def render_files(kit: KitSettings, gpus: list[GpuPlan]) -> list[RenderedFile]:
+    env = _env()
+    k = kit.model_dump()
+
+    def render(name: str, **ctx: object) -> str:
+        return env.get_template(name).render(kit=k, **ctx)
+
+    files = [
+        RenderedFile(f"{UNIT_DIR}/{AGENT_UNIT}", render("kitebench-agent@.service.j2"), 0o644),
+        RenderedFile(f"{UNIT_DIR}/kitebench.slice", render("kitebench.slice.j2"), 0o644),
+    ]
+    for gpu in gpus:
+        g = gpu.model_dump()
+        files.append(
+            RenderedFile(
+                f"{UNIT_DIR}/{agent_instance(gpu.index)}.d/{DROPIN_NAME}",
+                render("kitebench-agent-gpu.conf.j2", gpu=g),
+                0o644,
+            )
+        )
+        files.append(
+            RenderedFile(
+                f"{UNIT_DIR}/{gpu_slice(gpu.index)}", render("kitebench-gpu.slice.j2", gpu=g), 0o644
+            )
+        )
+    for hook in HOOKS:
+        files.append(RenderedFile(f"{kit.hooks_dir}/{hook}", render(f"hooks/{hook}.j2"), 0o755))
+    return files
