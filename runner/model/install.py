@@ -1,0 +1,281 @@
+"""Install a fork for ONE server process, never touching the installed vLLM.
+
+Two paths:
+
+* **Python-only fork** (no native sources): a *shadow* of the installed ``vllm`` package is built
+  in the job's private work dir: the same directory tree, each file a symlink to the installed
+  file, and the fork's files copied over those links. The shadow's parent goes first on the
+  server's ``PYTHONPATH``, so only that process sees the fork. Nothing is written into the
+  installed package (the links are replaced, not written through, and bytecode lands in the
+  shadow's own ``__pycache__``).
+* **Fork with native sources** (C/C++/CUDA, or a ``csrc/``): ``pip install -e`` into a private
+  venv that sees the installed packages (torch, ...) through a ``.pth`` file placed after its own
+  site-packages; the fork's tree goes first on the server's ``PYTHONPATH``. Bounded by
+  ``install_timeout``; the pip log is kept.
+
+Both end with an import check in the server's environment: ``import vllm`` must work and must
+resolve to the fork's copy.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from runner.model.util import StageError, tail
+
+#: Files whose presence means the fork needs a build (not the fast path).
+NATIVE_SUFFIXES = (".c", ".cc", ".cpp", ".cxx", ".cu", ".cuh", ".h", ".hpp", ".pyx", ".so")
+
+
+@dataclass
+class Installed:
+    """How to start a server that runs the fork."""
+
+    method: str  #: "overlay" (Python-only fast path) or "editable" (pip install -e)
+    python: str  #: interpreter of the server process
+    env: dict[str, str]  #: environment additions for the server process (PYTHONPATH)
+    package_dir: Path  #: where ``import vllm`` resolves in that environment
+    installed_dir: Path  #: the installed vLLM package (left unchanged)
+    fork_files: list[str] = field(default_factory=list)  #: files taken from the fork
+    version: str = ""
+    log: Path | None = None
+
+
+def _run(
+    cmd: list[str],
+    *,
+    env: dict[str, str] | None,
+    cwd: Path,
+    timeout: float,
+    log: Path | None = None,
+) -> subprocess.CompletedProcess[str]:
+    try:
+        proc = subprocess.run(
+            cmd,
+            env=env,
+            cwd=cwd,
+            capture_output=True,
+            text=True,
+            errors="replace",
+            timeout=max(1.0, timeout),
+            check=False,
+            start_new_session=True,
+        )
+    except subprocess.TimeoutExpired as e:
+        out = (
+            (e.stdout or "")
+            if isinstance(e.stdout, str)
+            else (e.stdout or b"").decode("utf-8", "replace")
+        )
+        if log is not None:
+            log.write_text(out)
+        raise StageError(
+            "install",
+            f"install step timed out after {timeout:.0f} s: {' '.join(cmd[:4])}...\n{tail(out)}",
+        ) from None
+    if log is not None:
+        with open(log, "a", encoding="utf-8") as f:
+            f.write(f"$ {' '.join(cmd)}\n{proc.stdout}{proc.stderr}\n")
+    return proc
+
+
+def base_env(env: dict[str, str]) -> dict[str, str]:
+    """The environment of a child that runs vLLM: the job's env without the payload, secrets of
+    the agent, or the runner's own PYTHONPATH."""
+    drop = (
+        "SUBMISSION_PAYLOAD",
+        "KITEBENCH_PAYLOAD_FILE",
+        "BUILDKITE_AGENT_ACCESS_TOKEN",
+        "PYTHONPATH",
+        "PYTHONHOME",
+        "PYTHONSTARTUP",
+    )
+    return {k: v for k, v in env.items() if k not in drop}
+
+
+def installed_vllm_dir(python: str, env: dict[str, str], cwd: Path, timeout: float = 120) -> Path:
+    """The installed ``vllm`` package dir of ``python`` (found without importing vLLM)."""
+    code = (
+        "import importlib.util as u; s = u.find_spec('vllm'); "
+        "print(s.submodule_search_locations[0] if s and s.submodule_search_locations else '')"
+    )
+    proc = _run([python, "-c", code], env=base_env(env), cwd=cwd, timeout=timeout)
+    loc = proc.stdout.strip().splitlines()[-1:] if proc.returncode == 0 else []
+    if not loc or not loc[0]:
+        raise StageError(
+            "setup",
+            f"no vLLM installed for {python} (set KITEBENCH_VLLM_PYTHON to the interpreter of the "
+            f"vLLM environment): {tail(proc.stderr, 5)}",
+            internal=True,
+        )
+    return Path(loc[0])
+
+
+def native_sources(fork: Path) -> list[str]:
+    found = []
+    for path in sorted(fork.rglob("*")):
+        if path.is_file() and not path.is_symlink() and path.suffix in NATIVE_SUFFIXES:
+            found.append(str(path.relative_to(fork)))
+    if (fork / "csrc").is_dir():
+        found.append("csrc/")
+    return found
+
+
+def build_shadow(installed: Path, fork_pkg: Path, shadow_parent: Path) -> list[str]:
+    """``shadow_parent/vllm``: the installed tree as symlinks, the fork's files copied over."""
+    shadow = shadow_parent / "vllm"
+    for dirpath, dirnames, filenames in os.walk(installed):
+        dirnames[:] = [d for d in dirnames if d != "__pycache__"]
+        rel = Path(dirpath).relative_to(installed)
+        (shadow / rel).mkdir(parents=True, exist_ok=True)
+        for name in filenames:
+            if not name.endswith((".pyc", ".pyo")):
+                os.symlink(Path(dirpath) / name, shadow / rel / name)
+    taken: list[str] = []
+    fork_root = fork_pkg.resolve()
+    for dirpath, dirnames, filenames in os.walk(fork_pkg):
+        dirnames[:] = [d for d in dirnames if d != "__pycache__"]
+        rel = Path(dirpath).relative_to(fork_pkg)
+        (shadow / rel).mkdir(parents=True, exist_ok=True)
+        for name in filenames:
+            src = Path(dirpath) / name
+            if name.endswith((".pyc", ".pyo")) or not src.resolve().is_relative_to(fork_root):
+                continue
+            dst = shadow / rel / name
+            if dst.is_dir() and not dst.is_symlink():
+                raise StageError(
+                    "install",
+                    f"the fork's file vllm/{rel / name} would replace a "
+                    "directory of the installed vLLM",
+                )
+            if dst.is_symlink() or dst.exists():
+                dst.unlink()  # replace the link to the installed file; never write through it
+            shutil.copyfile(src, dst, follow_symlinks=True)
+            taken.append(str(Path("vllm") / rel / name))
+    return taken
+
+
+def import_check(
+    python: str,
+    env: dict[str, str],
+    expect_under: Path,
+    cwd: Path,
+    timeout: float,
+    log: Path | None,
+) -> str:
+    """``import vllm`` in the server's environment; it must resolve under ``expect_under``."""
+    code = "import vllm, sys; print('KITEBENCH', vllm.__file__, getattr(vllm, '__version__', ''))"
+    proc = _run([python, "-c", code], env=env, cwd=cwd, timeout=timeout, log=log)
+    if proc.returncode != 0:
+        raise StageError(
+            "install",
+            "the fork breaks `import vllm` (exit code "
+            f"{proc.returncode}):\n{tail(proc.stderr or proc.stdout)}",
+        )
+    line = next((ln for ln in proc.stdout.splitlines() if ln.startswith("KITEBENCH ")), "")
+    parts = line.split(" ")
+    where = Path(os.path.abspath(parts[1])) if len(parts) > 1 else None
+    # Not resolved: the shadow's unchanged files are links into the installed package.
+    if where is None or not where.is_relative_to(os.path.abspath(expect_under)):
+        raise StageError("install", f"`import vllm` did not load the fork (it loaded {where})")
+    return parts[2] if len(parts) > 2 else ""
+
+
+def install(fork: Path, work: Path, python: str, env: dict[str, str], timeout: float) -> Installed:
+    """Install ``fork`` (the dir holding ``vllm/``) for a server; raise StageError("install")."""
+    deadline = time.monotonic() + timeout
+    run_dir = work / "run"
+    run_dir.mkdir(parents=True, exist_ok=True)
+    log = work / "install.log"
+    log.touch()
+    installed = installed_vllm_dir(python, env, run_dir)
+    native = native_sources(fork)
+    child_env = base_env(env)
+    if not native:
+        shadow_parent = work / "shadow"
+        taken = build_shadow(installed, fork / "vllm", shadow_parent)
+        child_env["PYTHONPATH"] = str(shadow_parent)
+        result = Installed(
+            "overlay",
+            python,
+            {"PYTHONPATH": str(shadow_parent)},
+            shadow_parent / "vllm",
+            installed,
+            taken,
+            log=log,
+        )
+    else:
+        result = _editable(fork, work, python, child_env, deadline, log, installed, native)
+        child_env.update(result.env)
+    result.version = import_check(
+        result.python,
+        child_env,
+        result.package_dir,
+        run_dir,
+        max(1.0, deadline - time.monotonic()),
+        log,
+    )
+    return result
+
+
+def _editable(
+    fork: Path,
+    work: Path,
+    python: str,
+    env: dict[str, str],
+    deadline: float,
+    log: Path,
+    installed: Path,
+    native: list[str],
+) -> Installed:
+    venv = work / "venv"
+    left = lambda: deadline - time.monotonic()  # noqa: E731
+    proc = _run(
+        [python, "-m", "venv", "--without-pip", str(venv)],
+        env=env,
+        cwd=work,
+        timeout=left(),
+        log=log,
+    )
+    if proc.returncode != 0:
+        raise StageError(
+            "install", f"cannot create the private venv:\n{tail(proc.stderr)}", internal=True
+        )
+    vpy = venv / "bin" / "python"
+    code = "import site; print('\\n'.join(site.getsitepackages()))"
+    base_sites = _run([python, "-c", code], env=env, cwd=work, timeout=left()).stdout.split()
+    venv_sites = _run([str(vpy), "-c", code], env=env, cwd=work, timeout=left()).stdout.split()
+    if not venv_sites:
+        raise StageError("install", "the private venv has no site-packages", internal=True)
+    # 'zz' sorts last: the venv's own site-packages (the editable fork) come before the base.
+    Path(venv_sites[0], "zz-kitebench-base.pth").write_text("\n".join(base_sites) + "\n")
+    cmd = [
+        python,
+        "-m",
+        "pip",
+        "--python",
+        str(vpy),
+        "install",
+        "--no-deps",
+        "--no-build-isolation",
+        "--disable-pip-version-check",
+        "--no-input",
+        "-e",
+        str(fork),
+    ]
+    proc = _run(cmd, env=env, cwd=work, timeout=left(), log=log)
+    if proc.returncode != 0:
+        raise StageError(
+            "install",
+            f"pip install -e of the fork failed (exit code {proc.returncode}); "
+            f"native sources: {', '.join(native[:5])}\n{tail(proc.stdout + proc.stderr)}",
+        )
+    # PYTHONPATH first: the fork's tree (with its in-place built extensions) wins over the base.
+    return Installed(
+        "editable", str(vpy), {"PYTHONPATH": str(fork)}, fork / "vllm", installed, native, log=log
+    )

@@ -1,0 +1,462 @@
+"""One model job: archive → install → server → perplexity gate → benchmark(s) → result.
+
+Runs per mode (the field's table): ``test`` = the gate; ``benchmark`` = the gate, then the
+benchmark (a throughput only counts for a fork that keeps the model's quality); ``leaderboard`` /
+``private`` = ``test`` (gate), ``benchmark``, ``leaderboard``, each only if the previous passed.
+One server serves all runs of a job. Every phase is timed into ``kitebench.phases`` and followed
+by a checkpoint; every failure names its stage.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shlex
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from runner.context import RunContext
+from runner.contract import (
+    EvalResult,
+    FullResult,
+    KitebenchInfo,
+    ModelPayload,
+    Phase,
+    RunnerExit,
+    RunResult,
+    runs_for_mode,
+)
+from runner.model import archive as arch
+from runner.model import bench, perplexity
+from runner.model.install import Installed, base_env, install
+from runner.model.server import Server, ServerSpec, resolve_model
+from runner.model.util import PhaseTimer, StageError, now
+from runner.system import collect_system
+
+DEFAULT_MODELS_DIR = "/models"
+#: How much of each log is copied next to result.json.
+LOG_COPY_BYTES = 1 << 20
+
+
+class ModelJob:
+    def __init__(self, payload: ModelPayload, ctx: RunContext) -> None:
+        self.p = payload
+        self.cfg = payload.model_cfg
+        self.ctx = ctx
+        self.env = dict(ctx.env)
+        self.python = self.env.get("KITEBENCH_VLLM_PYTHON") or sys.executable
+        self.system = collect_system()
+        self.phases: list[Phase] = []
+        self.runs: dict[str, EvalResult] = {}
+        self.details: dict[str, Any] = {}
+        self.warnings: list[str] = []
+        self.score: float | None = None
+        self.server: Server | None = None
+        self.installed: Installed | None = None
+        self.logs_dir = ctx.output_dir / "model-logs"
+        self.work = Path(
+            tempfile.mkdtemp(
+                prefix="kitebench-model-", dir=self.env.get("KITEBENCH_WORK_DIR") or None
+            )
+        )
+        self.child_env = self._child_env()
+
+    # -- environment ---------------------------------------------------------------------------
+
+    def _child_env(self) -> dict[str, str]:
+        """Private caches per job: nothing one fork compiles or caches reaches the next job."""
+        cache = self.work / "cache"
+        env = base_env(self.env)
+        env.update(
+            {
+                "XDG_CACHE_HOME": str(cache),
+                "VLLM_CACHE_ROOT": str(cache / "vllm"),
+                "TORCHINDUCTOR_CACHE_DIR": str(cache / "inductor"),
+                "TRITON_CACHE_DIR": str(cache / "triton"),
+                "VLLM_NO_USAGE_STATS": "1",
+                "DO_NOT_TRACK": "1",
+                "PYTHONUNBUFFERED": "1",
+            }
+        )
+        return env
+
+    # -- result assembly ----------------------------------------------------------------------
+
+    def _info(self, **kw: Any) -> KitebenchInfo:
+        return KitebenchInfo(
+            phases=list(self.phases),
+            details=dict(self.details),
+            warnings=list(self.warnings),
+            score=self.score,
+            **kw,
+        )
+
+    def _partial(self) -> FullResult:
+        return FullResult(
+            success=True, system=self.system, runs=dict(self.runs), kitebench=self._info()
+        )
+
+    def _checkpoint(self, after: str) -> None:
+        self.ctx.checkpoint(self._partial(), after)
+
+    def _phase(self, name: str, detail: str = "") -> _PhaseCtx:
+        return _PhaseCtx(self, name, detail)
+
+    # -- the job --------------------------------------------------------------------------------
+
+    def run(self) -> FullResult:
+        try:
+            self._install()
+            self._start_server()
+            passed = self._runs()
+            return self._finish(passed)
+        except StageError as e:
+            return self._failed(e)
+        except Exception as e:  # a runner bug: still a result, with the phases that finished
+            return self._failed(
+                StageError("internal", f"internal error: {type(e).__name__}: {e}", internal=True)
+            )
+        finally:
+            if self.server is not None:
+                self.server.stop()
+            self._copy_logs()
+            if self.env.get("KITEBENCH_KEEP_WORK") != "1":
+                shutil.rmtree(self.work, ignore_errors=True)
+
+    def _install(self) -> None:
+        limits = arch.Limits(
+            self.cfg.max_archive_bytes, self.cfg.max_extract_files, self.cfg.max_extract_bytes
+        )
+        with self._phase("install") as ph:
+            path = self.work / "archive"
+            try:
+                if self.p.submission_archive:
+                    source = "inline"
+                    arch.write_inline(self.p.submission_archive, path, limits)
+                elif self.p.archive_url:
+                    source = "url"
+                    arch.download(self.p.archive_url, path, self.p.archive_sha256 or "", limits)
+                else:
+                    source = "path"
+                    path = Path(self.p.archive_path or "")
+                    if not path.is_file():
+                        raise arch.ArchiveError(
+                            f"archive_path {path} is not a file on this machine"
+                        )
+                    if path.stat().st_size > limits.max_archive_bytes:
+                        raise arch.ArchiveError(f"archive_path {path} is over the size limit")
+                size = path.stat().st_size
+                digest = arch.verify_sha256(path, self.p.archive_sha256)
+                fork = arch.extract(path, self.work / "fork", limits)
+            except arch.ArchiveError as e:
+                raise StageError("install", f"archive rejected: {e}") from None
+            self.details["archive"] = {
+                "source": source,
+                "bytes": size,
+                "sha256": digest,
+                "fork_dir": fork.name,
+            }
+            self.installed = install(
+                fork, self.work, self.python, self.child_env, self.cfg.install_timeout
+            )
+            inst = self.installed
+            self.details["install"] = {
+                "method": inst.method,
+                "python": inst.python,
+                "vllm_version": inst.version,
+                "installed_vllm": str(inst.installed_dir),
+                "fork_files": inst.fork_files[:200],
+                "fork_file_count": len(inst.fork_files),
+            }
+            ph.detail = f"{inst.method}: {len(inst.fork_files)} fork files, vLLM {inst.version}"
+            self.system.torch = (
+                _torch_version(self.python, self.child_env, self.work) or self.system.torch
+            )
+        self._checkpoint("install")
+
+    def _start_server(self) -> None:
+        assert self.installed is not None
+        inst = self.installed
+        model = resolve_model(
+            self.cfg.model_name, self.env.get("KITEBENCH_MODELS_DIR", DEFAULT_MODELS_DIR)
+        )
+        env = dict(self.child_env)
+        env.update(self.cfg.server_env)
+        env.update(inst.env)  # last: the task's env cannot hide the fork from its server
+        spec = ServerSpec(
+            python=inst.python,
+            model=model,
+            served_model_name=self.cfg.model_name,
+            log=self.work / "server.log",
+            cwd=self.work / "run",
+            env=env,
+            tensor_parallel=self.cfg.tensor_parallel,
+            extra_args=list(self.cfg.vllm_args),
+            command=self.cfg.server_command,
+        )
+        with self._phase("server_start") as ph:
+            self.server = Server(spec)
+            self.details["server"] = {
+                "command": self.server.argv,
+                "model": model,
+                "base_url": self.server.base_url,
+            }
+            took = self.server.start(self.cfg.server_startup_timeout)
+            self.details["server"]["startup_s"] = round(took, 3)
+            ph.detail = f"healthy after {took:.1f} s on {self.server.base_url}"
+        self._checkpoint("server_start")
+
+    def _runs(self) -> bool:
+        """The mode's runs, in order; a failing one raises StageError (later runs do not start)."""
+        for name in runs_for_mode(self.p.mode):
+            start = now()
+            gate_keys: dict[str, str] = {}
+            if name == "test" or self.p.mode == "benchmark":
+                gate = self._gate(name, start)
+                self._checkpoint("perplexity")
+                if name == "test":
+                    self.runs[name] = gate
+                    self._checkpoint(f"run {name}")
+                    continue
+                gate_keys = gate.run.result if gate.run else {}
+            self.runs[name] = self._benchmark(name, start, gate_keys)
+            self._checkpoint(f"run {name}")
+        return True
+
+    def _gate(self, run: str, start: Any) -> EvalResult:
+        assert self.server is not None
+        text = self.cfg.perplexity_corpus or perplexity.default_corpus()
+        docs = perplexity.documents(text, self.cfg.perplexity_chunk_chars)
+        timeout = self.p.test_timeout
+        cmd = (
+            f"perplexity gate: POST {self.server.base_url}/v1/completions echo+logprobs, "
+            f"{len(docs)} documents"
+        )
+        t0 = time.monotonic()
+        with self._phase("perplexity", f"run {run}") as ph:
+            try:
+                measured = perplexity.measure(
+                    self.server.base_url, self.cfg.model_name, docs, timeout=timeout
+                )
+            except perplexity.GateError as e:
+                ph.fail(str(e))
+                result = self._eval(
+                    start, False, cmd, {"check": "fail"}, stderr=str(e), exit_code=112, t0=t0
+                )
+                self.details["perplexity"] = {"error": str(e), "documents": len(docs)}
+                self.runs[run] = result
+                raise StageError("perplexity", f"perplexity gate failed: {e}") from None
+            verdict = perplexity.judge(
+                measured, self.cfg.perplexity_baseline, self.cfg.perplexity_tolerance
+            )
+            self.details["perplexity"] = {
+                **verdict.as_dict(),
+                "sum_logprob": measured.sum_logprob,
+                "corpus": "task" if self.cfg.perplexity_corpus else "default",
+            }
+            if not verdict.gated:
+                self.warnings.append(
+                    "perplexity_baseline is not set: the gate checked the answers' "
+                    "validity but did not compare the perplexity"
+                )
+            keys = {
+                "check": "pass" if verdict.passed else "fail",
+                "perplexity": repr(verdict.measured),
+                "perplexity.baseline": "" if verdict.baseline is None else repr(verdict.baseline),
+                "perplexity.tolerance": repr(verdict.tolerance),
+                "perplexity.relative_deviation": ""
+                if verdict.relative_deviation is None
+                else repr(verdict.relative_deviation),
+                "perplexity.tokens": str(verdict.tokens),
+                "perplexity.documents": str(verdict.documents),
+            }
+            ph.detail = verdict.message()
+            if not verdict.passed:
+                ph.fail(verdict.message())
+                result = self._eval(
+                    start, False, cmd, keys, stdout=verdict.message(), exit_code=112, t0=t0
+                )
+                self.runs[run] = result
+                raise StageError("perplexity", f"perplexity gate failed: {verdict.message()}")
+        return self._eval(start, True, cmd, keys, stdout=verdict.message(), exit_code=0, t0=t0)
+
+    def _benchmark(self, run: str, start: Any, gate_keys: dict[str, str]) -> EvalResult:
+        assert self.server is not None and self.installed is not None
+        prefix = bench.default_prefix(self.python, self.cfg.bench_command)
+        out_dir = self.work / "bench" / run
+        tokenizer = self.details.get("server", {}).get("model", self.cfg.model_name)
+        deadline = time.monotonic() + self.cfg.benchmark_timeout
+        t0 = time.monotonic()
+        results: list[bench.ShapeResult] = []
+        with self._phase("benchmark", f"run {run}") as ph:
+            try:
+                for i, shape in enumerate(self.cfg.benchmark_shapes):
+                    r = bench.run_shape(
+                        i,
+                        shape,
+                        prefix=prefix,
+                        base_url=self.server.base_url,
+                        model=self.cfg.model_name,
+                        tokenizer=tokenizer,
+                        seed=self.p.seed or 0,
+                        out_dir=out_dir,
+                        env=dict(self.child_env),
+                        cwd=self.work / "run",
+                        timeout=deadline - time.monotonic(),
+                    )
+                    bench.check_complete(r)
+                    results.append(r)
+                values = [bench.metric_of(r, self.cfg.ranking_metric) for r in results]
+                score = bench.combine(values, self.p.ranking_by)
+            except StageError as e:
+                ph.fail(e.message.splitlines()[0])
+                keys = {**gate_keys, "check": "fail", **bench.result_strings(results)}
+                self.runs[run] = self._eval(
+                    start, False, "vllm bench serve", keys, stderr=e.message, exit_code=1, t0=t0
+                )
+                self._record_bench(run, results)
+                raise
+            ph.detail = f"{len(results)} shape(s), {self.cfg.ranking_metric} = {score:.6g}"
+        self._record_bench(run, results)
+        self.score = score
+        self.details["ranking_metric"] = self.cfg.ranking_metric
+        self.details["ranking_by"] = self.p.ranking_by
+        self.details["higher_is_better"] = not bench.lower_is_better(self.cfg.ranking_metric)
+        keys = {
+            **gate_keys,
+            "check": "pass",
+            **bench.result_strings(results),
+            "score": repr(score),
+            "ranking_metric": self.cfg.ranking_metric,
+        }
+        summary = "; ".join(
+            f"shape {r.index} ({r.spec}): {self.cfg.ranking_metric}={r.keys.get(self.cfg.ranking_metric)}"
+            for r in results
+        )
+        return self._eval(
+            start, True, shlex.join(results[-1].command), keys, stdout=summary, exit_code=0, t0=t0
+        )
+
+    def _record_bench(self, run: str, results: list[bench.ShapeResult]) -> None:
+        self.details.setdefault("benchmarks", {})[run] = [
+            {"spec": r.spec, "keys": r.keys, "lists": r.lists, "duration_s": round(r.duration_s, 3)}
+            for r in results
+        ]
+
+    def _eval(
+        self,
+        start: Any,
+        passed: bool,
+        command: str,
+        keys: dict[str, str],
+        *,
+        stdout: str = "",
+        stderr: str = "",
+        exit_code: int,
+        t0: float,
+    ) -> EvalResult:
+        run = RunResult(
+            success=exit_code in (0, 112),
+            passed=passed,
+            command=command,
+            stdout=stdout,
+            stderr=stderr,
+            exit_code=exit_code,
+            duration=round(time.monotonic() - t0, 3),
+            result=keys,
+        )
+        return EvalResult(start=start, end=now(), run=run)
+
+    def _finish(self, passed: bool) -> FullResult:
+        with self._phase("collect"):
+            if self.server is not None:
+                self.server.stop()
+        return FullResult(
+            success=True,
+            system=self.system,
+            runs=dict(self.runs),
+            kitebench=self._info(
+                passed=passed, exit_code=int(RunnerExit.PASSED if passed else RunnerExit.FAILED)
+            ),
+        )
+
+    def _failed(self, e: StageError) -> FullResult:
+        code = RunnerExit.INTERNAL if e.internal else RunnerExit.FAILED
+        return FullResult(
+            success=False,
+            error=e.message,
+            system=self.system,
+            runs=dict(self.runs),
+            kitebench=self._info(stage=e.stage, exit_code=int(code), passed=False),
+        )
+
+    def _copy_logs(self) -> None:
+        """The tails of the install, server and bench logs, next to result.json."""
+        sources = [
+            self.work / "install.log",
+            self.work / "server.log",
+            *sorted((self.work / "bench").glob("*/shape-*/bench.log")),
+            *sorted((self.work / "bench").glob("*/shape-*/result.json")),
+        ]
+        for src in sources:
+            if not src.is_file():
+                continue
+            rel = src.relative_to(self.work)
+            dst = self.logs_dir / str(rel).replace(os.sep, "_")
+            with contextlib.suppress(OSError):
+                dst.parent.mkdir(parents=True, exist_ok=True)
+                with open(src, "rb") as f:
+                    size = f.seek(0, 2)
+                    f.seek(max(0, size - LOG_COPY_BYTES))
+                    dst.write_bytes(f.read())
+
+
+def _torch_version(python: str, env: dict[str, str], cwd: Path) -> str:
+    """torch of the vLLM environment (``system.torch``), not of the runner's interpreter."""
+    code = "import importlib.metadata as m; print(m.version('torch'))"
+    try:
+        out = subprocess.run(
+            [python, "-c", code],
+            env=env,
+            cwd=cwd,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+    except (OSError, subprocess.SubprocessError):
+        return ""
+    return out.stdout.strip() if out.returncode == 0 else ""
+
+
+class _PhaseCtx:
+    """``with job._phase(name) as ph``: times the phase; an exception marks it failed."""
+
+    def __init__(self, job: ModelJob, name: str, detail: str) -> None:
+        self.job, self.name, self.detail = job, name, detail
+        self._failed: str | None = None
+
+    def fail(self, detail: str) -> None:
+        self._failed = detail
+
+    def __enter__(self) -> _PhaseCtx:
+        self.timer = PhaseTimer(self.name, self.detail)
+        return self
+
+    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
+        ok = exc_type is None and self._failed is None
+        detail = self._failed or (
+            exc.message.splitlines()[0][:500] if isinstance(exc, StageError) else self.detail
+        )
+        if exc_type is not None and not isinstance(exc, StageError):
+            detail = f"{exc_type.__name__}: {exc}"[:500]
+        self.job.phases.append(self.timer.finish(ok, detail))
+
+
+def run_model(payload: ModelPayload, ctx: RunContext) -> FullResult:
+    return ModelJob(payload, ctx).run()

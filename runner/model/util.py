@@ -1,0 +1,60 @@
+"""Small shared pieces of the model path: the stage error, log tails, phase timing."""
+
+from __future__ import annotations
+
+import datetime as dt
+import time
+from pathlib import Path
+
+from runner.contract import Phase, Stage
+
+TAIL_LINES = 40
+TAIL_CHARS = 6000
+
+
+class StageError(Exception):
+    """A failure of one stage; ``internal`` marks the environment's fault, not the fork's."""
+
+    def __init__(self, stage: Stage, message: str, *, internal: bool = False) -> None:
+        super().__init__(message)
+        self.stage: Stage = stage
+        self.message = message
+        self.internal = internal
+
+
+def tail(text: str, lines: int = TAIL_LINES) -> str:
+    out = "\n".join(text.rstrip().splitlines()[-lines:])
+    return out[-TAIL_CHARS:]
+
+
+def tail_file(path: Path | None, lines: int = TAIL_LINES) -> str:
+    if path is None:
+        return ""
+    try:
+        with open(path, "rb") as f:
+            f.seek(0, 2)
+            size = f.tell()
+            f.seek(max(0, size - 256 * 1024))
+            return tail(f.read().decode("utf-8", "replace"), lines)
+    except OSError:
+        return ""
+
+
+def now() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
+class PhaseTimer:
+    """Times one phase into a :class:`Phase` (success stays None until finished)."""
+
+    def __init__(self, name: str, detail: str = "") -> None:
+        self.phase = Phase(name=name, start=now(), detail=detail)
+        self._t0 = time.monotonic()
+
+    def finish(self, success: bool, detail: str | None = None) -> Phase:
+        self.phase.end = now()
+        self.phase.duration_s = round(time.monotonic() - self._t0, 3)
+        self.phase.success = success
+        if detail is not None:
+            self.phase.detail = detail
+        return self.phase

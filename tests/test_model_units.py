@@ -1,0 +1,383 @@
+"""Model path pieces that run anywhere: perplexity math and validity rules, bench result parsing
+and scoring, the server lifecycle with real processes, and the launcher's payload building."""
+
+from __future__ import annotations
+
+import base64
+import math
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from launcher.errors import TaskError, UsageError
+from launcher.model_task import build_model_payload
+from runner.contract import BenchmarkShape, ModelPayload
+from runner.model import bench, perplexity
+from runner.model.server import Server, ServerSpec, resolve_model
+from runner.model.util import StageError
+from tests.conftest import EXAMPLES
+
+TASK = EXAMPLES / "vllm_tiny"
+
+
+def _resp(lps: list, prompt_tokens: int | None = None) -> dict:
+    n = len(lps) if prompt_tokens is None else prompt_tokens
+    return {"choices": [{"logprobs": {"token_logprobs": lps}}], "usage": {"prompt_tokens": n}}
+
+
+# ---- perplexity -------------------------------------------------------------------------------
+
+
+def test_perplexity_is_token_weighted_over_all_documents() -> None:
+    a = perplexity.score_response(_resp([None, -1.0, -2.0, -3.0]), 0)
+    b = perplexity.score_response(_resp([None, -4.0]), 1)
+    p = perplexity.combine([a, b])
+    assert p.tokens == 4 and p.documents == 2
+    assert p.perplexity == pytest.approx(math.exp(10.0 / 4))
+    # Not the mean of per-document perplexities:
+    assert p.perplexity != pytest.approx((math.exp(2.0) + math.exp(4.0)) / 2)
+
+
+@pytest.mark.parametrize(
+    ("body", "reason"),
+    [
+        (_resp([None, -1.0, float("nan")]), "not a valid log-probability"),
+        (_resp([None, -1.0, -9999.0]), "clamped"),
+        (_resp([None, -1.0, -2.0], prompt_tokens=4), "misaligned"),
+        (_resp([-0.5, -1.0]), "expected null"),
+        (_resp([None, "x"]), "not a number"),
+        (_resp([None, 0.7]), "not a valid log-probability"),
+        (_resp([None]), "fewer than 2 tokens"),
+        ({"choices": []}, "no choices"),
+    ],
+)
+def test_untrustworthy_answers_fail_the_gate(body: dict, reason: str) -> None:
+    with pytest.raises(perplexity.GateError, match=reason):
+        perplexity.score_response(body, 0)
+
+
+def test_judge_relative_tolerance() -> None:
+    p = perplexity.Perplexity(perplexity=102.0, tokens=10, documents=1, sum_logprob=-46.0)
+    ok = perplexity.judge(p, 100.0, 0.02)
+    assert ok.passed and ok.relative_deviation == pytest.approx(0.02)
+    bad = perplexity.judge(p, 99.0, 0.02)
+    assert not bad.passed and "outside the tolerance" in bad.message() and "102" in bad.message()
+    ungated = perplexity.judge(p, None, 0.02)
+    assert ungated.passed and not ungated.gated
+
+
+def test_documents_split_long_text_at_whitespace() -> None:
+    text = "short one\n\n" + " ".join(["word"] * 100) + "\n\n\n"
+    docs = perplexity.documents(text, 64)
+    assert docs[0] == "short one"
+    assert all(len(d) <= 64 for d in docs)
+    assert " ".join(docs[1:]).split() == ["word"] * 100
+    assert perplexity.documents(perplexity.default_corpus(), 2000)  # shipped with the kit
+
+
+# ---- bench parsing and scoring ----------------------------------------------------------------
+
+
+def _shape_result(keys: dict, index: int = 0, n: int = 20) -> bench.ShapeResult:
+    shape = BenchmarkShape(num_prompts=n, input_len=32, output_len=16)
+    return bench.ShapeResult(index, shape, keys, ["x"], 1.0, Path("r.json"), Path("/nonexistent"))
+
+
+def test_scalar_keys_and_result_strings() -> None:
+    data = {
+        "request_throughput": 12.5,
+        "completed": 20,
+        "failed": 0,
+        "label": None,
+        "backend": "openai",
+        "latencies": [0.1, 0.2],
+        "nested": {"a": 1},
+    }
+    keys = bench.scalar_keys(data)
+    assert set(keys) == {"request_throughput", "completed", "failed", "label", "backend"}
+    strings = bench.result_strings([_shape_result(keys)])
+    assert strings["benchmark.0.request_throughput"] == "12.5"
+    assert strings["benchmark.0.label"] == ""
+    assert strings["benchmark-count"] == "1" and strings["benchmark.0.status"] == "pass"
+    assert all(isinstance(v, str) for v in strings.values())
+
+
+def test_score_and_metric_checks() -> None:
+    r = _shape_result({"request_throughput": 10.0, "completed": 20, "failed": 0})
+    assert bench.metric_of(r, "request_throughput") == 10.0
+    with pytest.raises(StageError, match="ranking metric 'nope'.*numeric keys: completed"):
+        bench.metric_of(r, "nope")
+    assert bench.combine([1.0, 4.0], "last") == 4.0
+    assert bench.combine([1.0, 4.0], "mean") == 2.5
+    assert bench.combine([1.0, 4.0], "geom") == pytest.approx(2.0)
+    assert bench.lower_is_better("mean_ttft_ms") and not bench.lower_is_better("request_throughput")
+    bench.check_complete(r)
+    with pytest.raises(StageError, match="18 of 20 requests completed, 2 failed"):
+        bench.check_complete(_shape_result({"completed": 18, "failed": 2}))
+
+
+def test_bench_argv_is_explicit(tmp_path: Path) -> None:
+    argv = bench.bench_argv(
+        ["vllm", "bench", "serve"],
+        base_url="http://127.0.0.1:1",
+        model="m",
+        tokenizer="/models/m",
+        shape=BenchmarkShape(num_prompts=20, input_len=32, output_len=16),
+        seed=7,
+        result_dir=tmp_path,
+        result_name="r.json",
+    )
+    flags = dict(zip(argv[3::2], argv[4::2], strict=False))
+    assert argv[:3] == ["vllm", "bench", "serve"]
+    for flag, value in {
+        "--temperature": "0",
+        "--seed": "7",
+        "--num-prompts": "20",
+        "--random-input-len": "32",
+        "--random-output-len": "16",
+        "--dataset-name": "random",
+        "--backend": "openai",
+    }.items():
+        assert argv[argv.index(flag) + 1] == value, flag
+    assert "--save-result" in argv and argv[argv.index("--result-dir") + 1] == str(tmp_path)
+    assert flags  # parsed
+
+
+# ---- server lifecycle with real processes -----------------------------------------------------
+
+
+def _spec(tmp_path: Path, code: str) -> ServerSpec:
+    return ServerSpec(
+        python=sys.executable,
+        model="m",
+        served_model_name="m",
+        log=tmp_path / "s.log",
+        cwd=tmp_path,
+        env=dict(os.environ),
+        command=["{python}", "-c", code],
+    )
+
+
+def _alive(marker: str) -> bool:
+    out = subprocess.run(["ps", "-eww", "-o", "args="], capture_output=True, text=True).stdout
+    return any(marker in line and "ps -eww" not in line for line in out.splitlines())
+
+
+def test_server_that_never_becomes_healthy_times_out_with_log_tail(tmp_path: Path) -> None:
+    marker = f"kitebench-never-healthy-{os.getpid()}"
+    code = f"import time; print('booting {marker}', flush=True); time.sleep(300)"
+    srv = Server(_spec(tmp_path, code))
+    t0 = time.monotonic()
+    with pytest.raises(StageError) as info, srv:
+        srv.start(timeout=3)
+    assert time.monotonic() - t0 < 60
+    assert info.value.stage == "server_start"
+    assert (
+        "did not become healthy" in info.value.message and f"booting {marker}" in info.value.message
+    )
+    assert not _alive(marker)
+
+
+def test_server_that_dies_fails_early(tmp_path: Path) -> None:
+    # Braces in the command are not placeholders: they reach the process unchanged.
+    code = "import sys; d = {'code': 3}; print('bad flag --xyz', flush=True); sys.exit(d['code'])"
+    srv = Server(_spec(tmp_path, code))
+    t0 = time.monotonic()
+    with pytest.raises(StageError, match=r"exited with code 3(.|\n)*bad flag --xyz"), srv:
+        srv.start(timeout=120)
+    assert time.monotonic() - t0 < 60
+
+
+def test_server_healthy_and_stopped_with_its_process_group(tmp_path: Path) -> None:
+    marker = f"kitebench-grandchild-{os.getpid()}"
+    # A stand-in server that answers /health and leaves a grandchild behind, as vLLM's engine does.
+    code = (
+        "import http.server, subprocess, sys\n"
+        f"subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(300)', '{marker}'])\n"
+        "class H(http.server.BaseHTTPRequestHandler):\n"
+        "    def do_GET(self):\n"
+        "        self.send_response(200 if self.path == '/health' else 404); self.end_headers()\n"
+        "http.server.HTTPServer(('127.0.0.1', int(sys.argv[1])), H).serve_forever()\n"
+    )
+    spec = _spec(tmp_path, code)
+    spec.command = ["{python}", "-c", code, "{port}"]
+    with Server(spec) as srv:
+        srv.start(timeout=60)
+        assert srv.alive()
+        deadline = time.monotonic() + 20
+        while not _alive(marker) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert _alive(marker)
+    assert not _alive(marker)
+
+
+def test_resolve_model_prefers_the_models_dir(tmp_path: Path) -> None:
+    (tmp_path / "tiny").mkdir()
+    assert resolve_model("tiny", str(tmp_path)) == str(tmp_path / "tiny")
+    assert resolve_model("org/other", str(tmp_path)) == "org/other"
+
+
+# ---- launcher: task.yml + archive → payload ---------------------------------------------------
+
+
+def _archive(tmp_path: Path, size: int = 0) -> Path:
+    import io
+    import tarfile
+
+    path = tmp_path / "fork.tar.gz"
+    with tarfile.open(path, "w:gz") as tf:
+        data = b"X = 1\n" + os.urandom(size)
+        ti = tarfile.TarInfo("vllm-fork/vllm/__init__.py")
+        ti.size = len(data)
+        tf.addfile(ti, io.BytesIO(data))
+    return path
+
+
+def test_small_archive_travels_inline_with_the_task_config(tmp_path: Path) -> None:
+    arc = _archive(tmp_path)
+    p = build_model_payload(TASK, arc, mode="benchmark")
+    assert isinstance(p, ModelPayload) and p.mode == "benchmark"
+    assert base64.b64decode(p.submission_archive or "") == arc.read_bytes()
+    assert p.model_cfg.model_name == "tiny-llama"
+    assert p.model_cfg.perplexity_corpus == (TASK / "heldout.txt").read_text()
+    assert p.model_cfg.benchmark_shapes[0].num_prompts >= 20
+    assert p.test_timeout == 300
+
+
+def test_local_path_and_user_url(tmp_path: Path) -> None:
+    import hashlib
+
+    arc = _archive(tmp_path)
+    digest = hashlib.sha256(arc.read_bytes()).hexdigest()
+    p = build_model_payload(TASK, arc, local_path=True)
+    assert p.archive_path == str(arc.resolve()) and p.archive_sha256 == digest
+    p = build_model_payload(TASK, arc, archive_url="https://example.org/fork.tar.gz")
+    assert (p.archive_url, p.archive_sha256, p.submission_archive) == (
+        "https://example.org/fork.tar.gz",
+        digest,
+        None,
+    )
+
+
+def test_big_archive_needs_a_url_or_a_store(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("KITEBENCH_ARCHIVE_BUCKET", raising=False)
+    arc = _archive(tmp_path, size=200 * 1024)  # random bytes: incompressible
+    with pytest.raises(UsageError, match="too big to travel inline"):
+        build_model_payload(TASK, arc)
+
+    class DirStore:  # a store that "uploads" by copying and returns where it is served
+        def __init__(self) -> None:
+            self.calls: list[tuple[Path, str]] = []
+
+        def upload(self, archive: Path, sha256: str) -> str:
+            self.calls.append((archive, sha256))
+            return f"https://store.example/{sha256}.tar.gz"
+
+    store = DirStore()
+    p = build_model_payload(TASK, arc, store=store)
+    assert store.calls and p.archive_url == f"https://store.example/{store.calls[0][1]}.tar.gz"
+    assert p.archive_sha256 == store.calls[0][1]
+
+
+def test_model_task_errors(tmp_path: Path) -> None:
+    arc = _archive(tmp_path)
+    with pytest.raises(UsageError, match="not found"):
+        build_model_payload(TASK, tmp_path / "nope.tar.gz")
+    with pytest.raises(UsageError, match="must be a"):
+        build_model_payload(TASK, TASK / "heldout.txt")
+    (tmp_path / "t").mkdir()
+    (tmp_path / "t" / "task.yml").write_text(
+        "lang: model\nmodel_config: {model_name: m, tensor_parallel: 0}\n"
+    )
+    with pytest.raises(TaskError, match="tensor_parallel"):
+        build_model_payload(tmp_path / "t", arc)
+    (tmp_path / "t" / "task.yml").write_text(
+        "lang: model\nheldout: gone.txt\nmodel_config: {model_name: m}\n"
+    )
+    with pytest.raises(TaskError, match="heldout file 'gone.txt' not found"):
+        build_model_payload(tmp_path / "t", arc)
+
+
+def test_s3_store_uploads_and_the_runner_downloads_the_presigned_url(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A real S3-compatible server (moto's, over HTTP on 127.0.0.1) and boto3's presigning."""
+    moto_server = pytest.importorskip("moto.server")
+    boto3 = pytest.importorskip("boto3")
+    from launcher.model_task import S3Store
+    from runner.model import archive as arch
+
+    for k, v in {
+        "AWS_ACCESS_KEY_ID": "kitebench-test",
+        "AWS_SECRET_ACCESS_KEY": "kitebench-test",
+        "AWS_DEFAULT_REGION": "us-east-1",
+    }.items():
+        monkeypatch.setenv(k, v)
+    server = moto_server.ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    try:
+        host, port = server.get_host_and_port()
+        endpoint = f"http://{host}:{port}"
+        boto3.client("s3", endpoint_url=endpoint).create_bucket(Bucket="forks")
+        monkeypatch.setenv("KITEBENCH_ARCHIVE_BUCKET", "forks")
+        monkeypatch.setenv("KITEBENCH_ARCHIVE_ENDPOINT", endpoint)
+        arc = _archive(tmp_path, size=200 * 1024)
+        p = build_model_payload(TASK, arc)  # too big inline: the configured store takes it
+        assert p.submission_archive is None and p.archive_url and p.archive_url.startswith(endpoint)
+        assert "X-Amz-Signature=" in p.archive_url or "Signature=" in p.archive_url
+        got = arch.download(p.archive_url, tmp_path / "dl", p.archive_sha256 or "", arch.Limits())
+        assert got.read_bytes() == arc.read_bytes()
+        store = S3Store.from_env()
+        assert store is not None and store.bucket == "forks"
+    finally:
+        server.stop()
+
+
+# ---- install: the shadow overlay (a stand-in "installed" package; real vLLM in test_model_vllm) --
+
+
+def test_shadow_overlay_never_writes_into_the_installed_package(tmp_path: Path) -> None:
+    from runner.model.install import build_shadow, native_sources
+
+    installed = tmp_path / "site" / "vllm"
+    (installed / "layers").mkdir(parents=True)
+    (installed / "__init__.py").write_text("STOCK = True\n")
+    (installed / "layers" / "logits.py").write_text("def f(): return 'stock'\n")
+    (installed / "layers" / "pkgdir").mkdir()
+    fork = tmp_path / "fork"
+    (fork / "vllm" / "layers").mkdir(parents=True)
+    (fork / "vllm" / "layers" / "logits.py").write_text("def f(): return 'fork'\n")
+    (fork / "vllm" / "new_module.py").write_text("NEW = 1\n")
+    (fork / "vllm" / "__pycache__").mkdir()
+    (fork / "vllm" / "__pycache__" / "x.cpython-311.pyc").write_bytes(b"junk")
+    assert native_sources(fork) == []
+
+    taken = build_shadow(installed, fork / "vllm", tmp_path / "shadow")
+    shadow = tmp_path / "shadow" / "vllm"
+    assert sorted(taken) == ["vllm/layers/logits.py", "vllm/new_module.py"]
+    assert (shadow / "__init__.py").is_symlink()  # unchanged files: links to the installed ones
+    assert not (shadow / "layers" / "logits.py").is_symlink()
+    assert (shadow / "layers" / "logits.py").read_text() == "def f(): return 'fork'\n"
+    assert (installed / "layers" / "logits.py").read_text() == "def f(): return 'stock'\n"
+    assert not (shadow / "__pycache__" / "x.cpython-311.pyc").exists()
+    out = subprocess.run(
+        [sys.executable, "-c", "import vllm.layers.logits as m; print(m.f())"],
+        env={**os.environ, "PYTHONPATH": str(tmp_path / "shadow")},
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert out.stdout.strip() == "fork"
+
+    (fork / "vllm" / "layers" / "pkgdir").write_text("not a dir\n")
+    with pytest.raises(StageError, match="would replace a directory"):
+        build_shadow(installed, fork / "vllm", tmp_path / "shadow2")
+    (fork / "vllm" / "layers" / "kernel.cu").write_text("// native\n")
+    assert native_sources(fork) == ["vllm/layers/kernel.cu"]

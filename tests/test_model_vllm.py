@@ -1,0 +1,385 @@
+"""The model path end to end with REAL vLLM (the CPU build) and a tiny generated model.
+
+Needs ``KITEBENCH_VLLM_PYTHON`` (set by .ci/setup.d/50-vllm.sh); skips locally without it, fails
+in CI. One stock server is started for the whole module (it measures the perplexity baseline);
+each fork that must be served starts its own, through ``python -m runner`` exactly as a job does.
+Phase timings of the baseline run are printed (``-s``) for the record.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from launcher.model_task import build_model_payload
+from runner import codec
+from runner.model import perplexity
+from runner.model.install import base_env, installed_vllm_dir
+from runner.model.server import Server, ServerSpec
+from tests.conftest import EXAMPLES, REPO, missing_prereq
+
+pytestmark = [pytest.mark.vllm, pytest.mark.slow]
+
+TASK = EXAMPLES / "vllm_tiny"
+CACHE = Path(os.environ.get("KITEBENCH_CACHE", "/var/cache/kitebench"))
+
+
+@pytest.fixture(scope="module")
+def vllm_python() -> str:
+    py = os.environ.get("KITEBENCH_VLLM_PYTHON")
+    if not py or not Path(py).exists():
+        missing_prereq(
+            "KITEBENCH_VLLM_PYTHON (the CPU vLLM venv, .ci/setup.d/50-vllm.sh) is not set"
+        )
+    return str(py)
+
+
+@pytest.fixture(scope="module")
+def models_dir(vllm_python: str) -> Path:
+    models = CACHE / "models"
+    subprocess.run(
+        [vllm_python, str(REPO / "runner/model/tinymodel.py"), str(models / "tiny-llama")],
+        check=True,
+        timeout=300,
+        capture_output=True,
+    )
+    return models
+
+
+@pytest.fixture(scope="module")
+def forks(vllm_python: str, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("forks")
+    subprocess.run(
+        [vllm_python, str(TASK / "make_forks.py"), str(out)],
+        check=True,
+        timeout=120,
+        capture_output=True,
+    )
+    return out
+
+
+@pytest.fixture(scope="module")
+def installed(vllm_python: str, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return installed_vllm_dir(vllm_python, dict(os.environ), tmp_path_factory.mktemp("probe"))
+
+
+def tree_digest(root: Path) -> str:
+    """Checksum of every file of the installed package (bytecode caches excluded)."""
+    h = hashlib.sha256()
+    for dirpath, dirnames, filenames in os.walk(root):
+        dirnames[:] = sorted(d for d in dirnames if d != "__pycache__")
+        for name in sorted(filenames):
+            path = Path(dirpath, name)
+            h.update(str(path.relative_to(root)).encode() + b"\0")
+            with open(path, "rb") as f:
+                while chunk := f.read(1 << 20):
+                    h.update(chunk)
+    return h.hexdigest()
+
+
+def _tiny_fork() -> Path:
+    import io
+    import tarfile
+    import tempfile
+
+    path = Path(tempfile.mkdtemp()) / "f.tar.gz"
+    with tarfile.open(path, "w:gz") as tf:
+        ti = tarfile.TarInfo("f/vllm/x.py")
+        tf.addfile(ti, io.BytesIO(b""))
+    return path
+
+
+@pytest.fixture(scope="module")
+def stock_baseline(
+    vllm_python: str, models_dir: Path, tmp_path_factory: pytest.TempPathFactory
+) -> float:
+    """Perplexity of the task's held-out text on STOCK vLLM (one server for the module)."""
+    payload = build_model_payload(TASK, _tiny_fork())
+    cfg = payload.model_cfg
+    work = tmp_path_factory.mktemp("stock")
+    env = base_env(dict(os.environ))
+    env.update(cfg.server_env)
+    spec = ServerSpec(
+        python=vllm_python,
+        model=str(models_dir / cfg.model_name),
+        served_model_name=cfg.model_name,
+        log=work / "server.log",
+        cwd=work,
+        env=env,
+        extra_args=list(cfg.vllm_args),
+    )
+    with Server(spec) as srv:
+        srv.start(timeout=cfg.server_startup_timeout)
+        docs = perplexity.documents(cfg.perplexity_corpus or "", cfg.perplexity_chunk_chars)
+        first = perplexity.measure(srv.base_url, cfg.model_name, docs)
+        again = perplexity.measure(srv.base_url, cfg.model_name, docs)
+    assert first.perplexity == again.perplexity  # deterministic: a fair baseline
+    assert first.tokens > 100
+    return first.perplexity
+
+
+def run_job(
+    payload, env: dict[str, str], out: Path, timeout: float = 900, on_started=None
+) -> tuple[int, dict, float]:  # type: ignore[no-untyped-def]
+    out.mkdir(parents=True, exist_ok=True)
+    env = dict(env, SUBMISSION_PAYLOAD=codec.encode(payload), KITEBENCH_OUTPUT_DIR=str(out))
+    t0 = time.monotonic()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "runner"],
+        env=env,
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    if on_started is not None:
+        on_started(proc)
+    stdout, _ = proc.communicate(timeout=timeout)
+    took = time.monotonic() - t0
+    result = json.loads((out / "result.json").read_text())
+    print(stdout[-2000:])
+    return proc.returncode, result, took
+
+
+@pytest.fixture
+def job_env(vllm_python: str, models_dir: Path, tmp_path: Path) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("SUBMISSION_", "KITEBENCH_"))}
+    env.update(
+        KITEBENCH_VLLM_PYTHON=vllm_python,
+        KITEBENCH_MODELS_DIR=str(models_dir),
+        PYTHONPATH=str(REPO),
+    )
+    return env
+
+
+def test_baseline_fork_leaderboard(
+    forks: Path, stock_baseline: float, installed: Path, job_env: dict, tmp_path: Path
+) -> None:
+    before = tree_digest(installed)
+    payload = build_model_payload(TASK, forks / "baseline.tar.gz", mode="leaderboard")
+    payload.model_cfg.perplexity_baseline = stock_baseline
+    rc, result, took = run_job(payload, job_env, tmp_path / "out")
+    assert rc == 0, result["error"]
+    assert result["success"] is True and result["kitebench"]["passed"] is True
+    assert list(result["runs"]) == ["test", "benchmark", "leaderboard"]
+    assert all(r["run"]["passed"] for r in result["runs"].values())
+    kb = result["kitebench"]
+    assert kb["details"]["install"]["method"] == "overlay"
+    assert set(kb["details"]["install"]["fork_files"]) == {
+        "vllm/model_executor/layers/logits_processor.py",
+        "vllm/sampling_params.py",
+    }
+
+    gate = result["runs"]["test"]["run"]["result"]
+    assert gate["check"] == "pass"
+    assert float(gate["perplexity.baseline"]) == stock_baseline
+    assert abs(float(gate["perplexity"]) - stock_baseline) / stock_baseline <= 0.02
+    assert int(gate["perplexity.tokens"]) > 100
+
+    lb = result["runs"]["leaderboard"]["run"]["result"]
+    shape_keys = kb["details"]["benchmarks"]["leaderboard"][0]["keys"]
+    assert int(lb["benchmark.0.completed"]) == int(lb["benchmark.0.num_prompts"]) >= 20
+    for key, value in shape_keys.items():  # every scalar bench key, as a string
+        assert lb[f"benchmark.0.{key}"] == ("" if value is None else str(value))
+    for key in (
+        "request_throughput",
+        "output_throughput",
+        "mean_ttft_ms",
+        "p99_tpot_ms",
+        "duration",
+    ):
+        assert f"benchmark.0.{key}" in lb
+    assert kb["score"] > 0
+    assert kb["score"] == pytest.approx(float(lb["benchmark.0.request_throughput"]))
+    assert float(lb["score"]) == kb["score"]
+
+    phases = [(p["name"], p["success"]) for p in kb["phases"]]
+    assert phases == [
+        ("install", True),
+        ("server_start", True),
+        ("perplexity", True),
+        ("benchmark", True),
+        ("benchmark", True),
+        ("collect", True),
+    ]
+    print(
+        "\nbaseline run phases: "
+        + ", ".join(f"{p['name']} {p['duration_s']:.1f} s" for p in kb["phases"])
+        + f"; total {took:.1f} s"
+    )
+    assert (tmp_path / "out" / "model-logs" / "server.log").stat().st_size > 0
+    assert tree_digest(installed) == before
+
+
+def test_fork_that_perturbs_logits_fails_the_gate(
+    forks: Path, stock_baseline: float, job_env: dict, tmp_path: Path
+) -> None:
+    payload = build_model_payload(TASK, forks / "perturbed.tar.gz", mode="benchmark")
+    payload.model_cfg.perplexity_baseline = stock_baseline
+    rc, result, _ = run_job(payload, job_env, tmp_path / "out")
+    assert rc == 1
+    assert result["success"] is False and result["kitebench"]["stage"] == "perplexity"
+    ppl = result["kitebench"]["details"]["perplexity"]
+    assert ppl["baseline"] == stock_baseline and ppl["relative_deviation"] > 0.02
+    assert f"vs baseline {stock_baseline:.6g}" in result["error"]
+    assert f"perplexity {ppl['measured']:.6g}" in result["error"]
+    run = result["runs"]["benchmark"]["run"]
+    assert run["passed"] is False and run["result"]["check"] == "fail"
+    assert "benchmarks" not in result["kitebench"]["details"]  # no throughput for a failed gate
+    assert result["kitebench"]["score"] is None
+
+
+def test_unknown_ranking_metric_fails_the_benchmark_stage(
+    forks: Path, stock_baseline: float, job_env: dict, tmp_path: Path
+) -> None:
+    payload = build_model_payload(TASK, forks / "baseline.tar.gz", mode="benchmark")
+    payload.model_cfg.perplexity_baseline = stock_baseline
+    payload.model_cfg.ranking_metric = "tokens_per_joule"
+    rc, result, _ = run_job(payload, job_env, tmp_path / "out")
+    assert rc == 1 and result["kitebench"]["stage"] == "benchmark"
+    assert "ranking metric 'tokens_per_joule' is not a finite number" in result["error"]
+    assert "request_throughput" in result["error"]  # the keys that do exist
+    run = result["runs"]["benchmark"]["run"]
+    assert run["passed"] is False and run["result"]["perplexity.tokens"]  # the gate had passed
+    assert run["result"]["benchmark.0.completed"] == "20"  # what was measured is kept
+    assert [(p["name"], p["success"]) for p in result["kitebench"]["phases"]] == [
+        ("install", True),
+        ("server_start", True),
+        ("perplexity", True),
+        ("benchmark", False),
+    ]
+
+
+def test_fork_that_breaks_import(
+    forks: Path, installed: Path, job_env: dict, tmp_path: Path
+) -> None:
+    before = tree_digest(installed)
+    payload = build_model_payload(TASK, forks / "broken_import.tar.gz")
+    rc, result, took = run_job(payload, job_env, tmp_path / "out", timeout=300)
+    assert rc == 1 and result["kitebench"]["stage"] == "install"
+    assert "breaks `import vllm`" in result["error"]
+    assert "_kitebench_no_such_module" in result["error"]  # the import error's own tail
+    assert [p["name"] for p in result["kitebench"]["phases"]] == ["install"]
+    assert tree_digest(installed) == before
+    # The stock vLLM still imports (the fork was visible only to the check's process).
+    subprocess.run(
+        [job_env["KITEBENCH_VLLM_PYTHON"], "-c", "import vllm"],
+        check=True,
+        timeout=120,
+        capture_output=True,
+        env=base_env(dict(os.environ)),
+    )
+
+
+def _alive(marker: str) -> bool:
+    out = subprocess.run(["ps", "-eww", "-o", "args="], capture_output=True, text=True).stdout
+    return any(marker in line and "ps -eww" not in line for line in out.splitlines())
+
+
+def test_server_that_never_becomes_healthy(forks: Path, job_env: dict, tmp_path: Path) -> None:
+    marker = f"kitebench-sleeper-{os.getpid()}"
+    payload = build_model_payload(TASK, forks / "baseline.tar.gz")
+    payload.model_cfg.server_command = [
+        "{python}",
+        "-c",
+        f"import time; print('loading {marker}', flush=True); time.sleep(900)",
+    ]
+    payload.model_cfg.vllm_args = []
+    payload.model_cfg.server_startup_timeout = 10
+    rc, result, took = run_job(payload, job_env, tmp_path / "out", timeout=300)
+    assert rc == 1 and result["kitebench"]["stage"] == "server_start"
+    assert "within server_startup_timeout=10 s" in result["error"]
+    assert f"loading {marker}" in result["error"]  # the log tail
+    start = next(p for p in result["kitebench"]["phases"] if p["name"] == "server_start")
+    assert start["success"] is False and 10 <= start["duration_s"] < 60
+    assert not _alive(marker)  # stopped with its process group
+
+
+def test_cancel_during_server_start_keeps_finished_phases(
+    forks: Path, job_env: dict, tmp_path: Path
+) -> None:
+    marker = f"kitebench-cancelled-{os.getpid()}"
+    payload = build_model_payload(TASK, forks / "baseline.tar.gz")
+    payload.model_cfg.server_command = [
+        "{python}",
+        "-c",
+        f"import time; time.sleep(900)  # {marker}",
+    ]
+    out = tmp_path / "out"
+
+    def cancel_when_installed(proc: subprocess.Popen) -> None:
+        deadline = time.monotonic() + 240
+        while time.monotonic() < deadline and not _alive(marker):
+            time.sleep(0.5)
+        proc.send_signal(signal.SIGTERM)
+
+    rc, result, _ = run_job(payload, job_env, out, timeout=300, on_started=cancel_when_installed)
+    assert rc == 4
+    kb = result["kitebench"]
+    assert kb["interrupted"] is True and kb["stage"] == "interrupted"
+    assert "finished before the interruption" in result["error"]
+    assert kb["phases"][0]["name"] == "install" and kb["phases"][0]["success"] is True
+    assert kb["details"]["install"]["method"] == "overlay"
+    assert not _alive(marker)
+
+
+_SETUP_PY = """\
+from setuptools import Extension, setup
+setup(name="vllm-native-fork-test", version="0.0.1", packages=["vllm"],
+      ext_modules=[Extension("vllm._native", ["vllm/_native.c"])])
+"""
+_NATIVE_C = """\
+#include <Python.h>
+static PyObject *answer(PyObject *self, PyObject *args) { return PyLong_FromLong(42); }
+static PyMethodDef methods[] = {{"answer", answer, METH_NOARGS, ""}, {NULL, NULL, 0, NULL}};
+static struct PyModuleDef mod = {PyModuleDef_HEAD_INIT, "_native", "", -1, methods};
+PyMODINIT_FUNC PyInit__native(void) { return PyModule_Create(&mod); }
+"""
+
+
+def test_native_fork_takes_pip_install_e_into_a_private_venv(
+    vllm_python: str, installed: Path, tmp_path: Path
+) -> None:
+    from runner.model.install import install
+    from runner.model.util import StageError
+
+    fork = tmp_path / "fork"
+    (fork / "vllm").mkdir(parents=True)
+    (fork / "setup.py").write_text(_SETUP_PY)
+    (fork / "vllm" / "_native.c").write_text(_NATIVE_C)
+    (fork / "vllm" / "__init__.py").write_text(
+        "from vllm._native import answer\n__version__ = 'fork'\n"
+    )
+    before = tree_digest(installed)
+    inst = install(fork, tmp_path / "work", vllm_python, dict(os.environ), timeout=480)
+    assert inst.method == "editable" and inst.version == "fork"
+    assert "vllm/_native.c" in inst.fork_files
+    env = base_env(dict(os.environ))
+    env.update(inst.env)
+    out = subprocess.run(
+        [inst.python, "-c", "import vllm, torch; print(vllm.answer(), vllm.__file__)"],
+        env=env,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["42", str(fork / "vllm" / "__init__.py")]  # the fork, built
+    assert tree_digest(installed) == before
+
+    (fork / "setup.py").write_text("raise SystemExit('kitebench: this fork cannot be built')\n")
+    with pytest.raises(StageError) as info:
+        install(fork, tmp_path / "work2", vllm_python, dict(os.environ), timeout=480)
+    assert (
+        info.value.stage == "install" and "pip install -e of the fork failed" in info.value.message
+    )
+    assert "this fork cannot be built" in info.value.message  # the install log tail
