@@ -87,7 +87,9 @@ def _interrupted(ctx: RunContext, e: Interrupted) -> FullResult:
             msg + " before any run finished", "interrupted", RunnerExit.INTERRUPTED, interrupted=True
         )
     result = partial.model_copy(deep=True)
-    done = ", ".join(result.runs) or "nothing"
+    # runs are what kernelbot reads; phases (model path) say how far a run got
+    finished = list(result.runs) or [p.name for p in result.kitebench.phases if p.success]
+    done = ", ".join(finished) or "nothing"
     result.success = False
     result.error = f"{msg}; finished before the interruption: {done}"
     result.kitebench.stage = "interrupted"
