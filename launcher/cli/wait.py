@@ -1,0 +1,98 @@
+"""``kitebench wait BUILD_NUMBER``: follow an existing build to its result (e.g. after the
+submitting process was killed), and the options/output helpers the Buildkite commands share."""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import click
+
+F = Callable[..., Any]
+
+
+def buildkite_options(f: F) -> F:
+    """--org / --pipeline / --api-url (token only from BUILDKITE_API_TOKEN: never a flag, so it
+    stays out of shell history and process listings)."""
+    f = click.option("--api-url", envvar="BUILDKITE_API_URL", default=None,
+                     help="API base URL [env BUILDKITE_API_URL; default the Buildkite API].")(f)
+    f = click.option("--pipeline", envvar="BUILDKITE_PIPELINE", default=None,
+                     help="Pipeline slug [env BUILDKITE_PIPELINE].")(f)
+    f = click.option("--org", envvar="BUILDKITE_ORG", default=None,
+                     help="Organisation slug [env BUILDKITE_ORG].")(f)
+    return f
+
+
+def make_launcher(org: str | None, pipeline: str | None, api_url: str | None) -> Any:
+    from launcher.buildkite import BuildkiteLauncher
+    from launcher.client import BuildkiteClient
+
+    return BuildkiteLauncher(BuildkiteClient(org=org, pipeline=pipeline, base_url=api_url))
+
+
+def status_printer(quiet: bool = False) -> Callable[[Any], None]:
+    """A StatusEvent callback: a live line on a terminal, one line per change otherwise."""
+    live = sys.stderr.isatty()
+
+    def show(ev: Any) -> None:
+        if quiet:
+            return
+        where = f" [{ev.agent}]" if ev.agent else ""
+        if live:
+            line = f"#{ev.build_number} {ev.state}{where} {ev.elapsed_s:.0f}s  {ev.url or ''}"
+            click.echo(f"\r\x1b[2K{line}", err=True, nl=False)
+            if ev.message:
+                click.echo(f"\r\x1b[2K{ev.message}", err=True)
+        elif ev.message:
+            click.echo(f"{ev.message} ({ev.elapsed_s:.0f}s){'  ' + ev.url if ev.url else ''}",
+                       err=True)
+
+    return show
+
+
+def emit_result(result: Any, as_json: bool, output: Path | None) -> int:
+    """Print (and optionally save) a result; return the exit code: 0 passed, 1 the submission
+    failed, 3 infrastructure (including a build that was cancelled or lost its agent)."""
+    from runner.contract import RunnerExit
+    from runner.resultio import exit_code_for, write_result
+
+    if output is not None:
+        write_result(result, output.parent, output.name)
+    if as_json:
+        click.echo(result.to_json())
+    else:
+        try:
+            from launcher.report import render_result
+        except ImportError:  # the renderer is optional for these commands
+            click.echo(json.dumps({"success": result.success, "passed": result.passed,
+                                   "error": result.error}, indent=2))
+        else:
+            click.echo(render_result(result))
+    code = exit_code_for(result)
+    return 3 if code == RunnerExit.INTERRUPTED else int(code)
+
+
+@click.command("wait")
+@click.argument("build_number", type=click.IntRange(min=1))
+@buildkite_options
+@click.option("--timeout", "timeout_s", type=click.FloatRange(min=1), default=None,
+              help="Give up after this many seconds (default: the payload's timeouts + margin).")
+@click.option("--cancel-on-timeout", is_flag=True, help="Cancel the build when giving up (timeout or Ctrl-C); by default it keeps running.")
+@click.option("--json", "as_json", is_flag=True, help="Print result.json instead of a report.")
+@click.option("--output", "-o", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Also write the result to this file.")
+@click.option("--quiet", "-q", is_flag=True, help="No status lines on stderr.")
+def wait(build_number: int, org: str | None, pipeline: str | None, api_url: str | None,
+         timeout_s: float | None, cancel_on_timeout: bool, as_json: bool, output: Path | None,
+         quiet: bool) -> int:
+    """Wait for build BUILD_NUMBER and print its result (result.json, or why there is none)."""
+    launcher = make_launcher(org, pipeline, api_url)
+    with launcher.client:
+        result = launcher.wait(build_number, on_status=status_printer(quiet), timeout_s=timeout_s,
+                               cancel_on_timeout=cancel_on_timeout)
+    if sys.stderr.isatty() and not quiet:
+        click.echo("", err=True)
+    return emit_result(result, as_json, output)

@@ -1,0 +1,640 @@
+"""A thin client for Buildkite's REST API v2: one ``requests.Session``, one choke point.
+
+Every call goes through :meth:`BuildkiteClient._request`, which builds the URL, applies the bearer
+auth and a ``(connect, read)`` timeout, waits when the token's rate limit is spent, retries what is
+safe to retry and turns non-2xx answers into the typed errors below. Endpoints are small methods
+returning Buildkite's JSON as plain dicts. Policy (idempotent create, polling, batching) lives in
+:mod:`launcher.buildkite`, not here.
+
+Errors (all carry a message without the token)::
+
+    InfraError (launcher.errors, exit 3)
+    ├── TransportError        no HTTP answer: connection refused/reset, timeout (``.ambiguous``
+    │                         when a non-idempotent request may have reached the server)
+    ├── ArtifactError         an artifact download failed or its sha1sum did not match
+    └── ApiError              an HTTP error answer: ``.status``, ``.message``, ``.body``
+        ├── ServerError       5xx (after retries for idempotent methods)
+        ├── RateLimited       429 still there after the allowed waits
+        ├── AuthError         401/403; also a UsageError (exit 2); ``.scope`` = the missing scope
+        ├── NotFound          404; also a UsageError (wrong org/pipeline/build number)
+        └── ValidationFailed  422 with Buildkite's message; also a UsageError
+    ConfigError (UsageError, exit 2): no token / org / pipeline configured.
+
+Retries: connection errors and 5xx are retried with exponential backoff for idempotent methods
+(GET/PUT/DELETE/HEAD); a POST is never re-sent after it may have arrived (create is made
+idempotent by the launcher's meta-data lookup). A 429 is always retried (the server did not act on
+it) after waiting ``RateLimit-User-Reset`` / ``RateLimit-Reset`` / ``Retry-After`` (capped).
+Beyond reacting to 429s, a :class:`RateGate` reads the ``RateLimit-*`` headers of every answer and
+holds requests back while the window is spent, so a client that owns its token never sees a 429.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import logging
+import os
+import re
+import threading
+import time
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlsplit
+
+import requests
+from requests.adapters import HTTPAdapter
+
+from launcher.errors import InfraError, UsageError
+
+log = logging.getLogger("kitebench.buildkite")
+
+DEFAULT_API_URL = "https://api.buildkite.com/v2"
+#: (connect, read) seconds, applied to every request.
+DEFAULT_TIMEOUT: tuple[float, float] = (5.0, 30.0)
+IDEMPOTENT = frozenset({"GET", "HEAD", "PUT", "DELETE", "OPTIONS"})
+#: Build states after which nothing changes any more (unknown states count as not terminal).
+TERMINAL_STATES = frozenset({"passed", "failed", "canceled", "skipped", "not_run"})
+#: Buildkite's ``state=finished`` shorthand.
+FINISHED_STATES = ("passed", "failed", "blocked", "canceled")
+
+Timeout = tuple[float, float] | float | None
+
+
+class _Default:
+    def __repr__(self) -> str:
+        return "USE_DEFAULT"
+
+
+#: "use the client's default" (so ``None`` can still mean "no timeout").
+USE_DEFAULT: Any = _Default()
+
+
+# ---------------------------------------------------------------------------------------------
+# Errors
+# ---------------------------------------------------------------------------------------------
+
+
+class ConfigError(UsageError):
+    """The client is not configured (token, org or pipeline missing)."""
+
+
+class TransportError(InfraError):
+    """No HTTP answer arrived. ``ambiguous``: a non-idempotent request may have been processed."""
+
+    def __init__(self, message: str, *, ambiguous: bool = False) -> None:
+        super().__init__(message)
+        self.ambiguous = ambiguous
+
+
+class ArtifactError(InfraError):
+    """An artifact could not be downloaded, or its content does not match its sha1sum."""
+
+
+class ApiError(InfraError):
+    """Buildkite answered with an HTTP error."""
+
+    def __init__(self, status: int, message: str, body: Any = None) -> None:
+        super().__init__(message)
+        self.status = status
+        self.body = body
+
+
+class ServerError(ApiError):
+    pass
+
+
+class RateLimited(ApiError):
+    pass
+
+
+class AuthError(ApiError, UsageError):
+    exit_code = 2
+
+    def __init__(self, status: int, message: str, body: Any = None, scope: str | None = None):
+        super().__init__(status, message, body)
+        self.scope = scope
+
+
+class NotFound(ApiError, UsageError):
+    exit_code = 2
+
+
+class ValidationFailed(ApiError, UsageError):
+    exit_code = 2
+
+
+_SCOPE_RE = re.compile(r"\b((?:read|write)_[a-z_]+)\b")
+
+
+# ---------------------------------------------------------------------------------------------
+# Auth and rate limiting
+# ---------------------------------------------------------------------------------------------
+
+
+class BearerAuth(requests.auth.AuthBase):
+    """``Authorization: Bearer <token>``; the token never shows in repr or str."""
+
+    def __init__(self, token: str) -> None:
+        self._token = token
+
+    def __call__(self, r: requests.PreparedRequest) -> requests.PreparedRequest:
+        r.headers["Authorization"] = f"Bearer {self._token}"
+        return r
+
+    def __repr__(self) -> str:
+        return "BearerAuth(<redacted>)"
+
+    __str__ = __repr__
+
+    def scrub(self, text: str) -> str:
+        """``text`` with the token replaced (belt and braces for echoed server messages)."""
+        return text.replace(self._token, "<redacted>") if self._token else text
+
+
+@dataclass
+class _Window:
+    remaining: int
+    reset_at: float
+
+
+class RateGate:
+    """Client-side view of Buildkite's rate-limit windows, fed by every answer's headers.
+
+    Before a request, :meth:`acquire` waits while a window (organisation or user token) has no
+    more than ``reserve`` requests left, then counts the request against it, so threads sharing
+    the client cannot overshoot together. Polling passes ``reserve=0`` and everything else a small
+    reserve, which keeps completion detection moving while bulk work (creates, downloads) waits.
+    """
+
+    SCOPES = (("org", "RateLimit-Remaining", "RateLimit-Reset"),
+              ("user", "RateLimit-User-Remaining", "RateLimit-User-Reset"))
+
+    def __init__(self, *, clock: Callable[[], float], sleep: Callable[[float], None],
+                 max_wait: float = 90.0) -> None:
+        self._clock = clock
+        self._sleep = sleep
+        self._max_wait = max_wait
+        self._lock = threading.Lock()
+        self._windows: dict[str, _Window] = {}
+        self.waited_s = 0.0  #: total time spent holding requests back (for reports)
+
+    def acquire(self, reserve: int = 0) -> None:
+        while True:
+            with self._lock:
+                now = self._clock()
+                wait = 0.0
+                for w in self._windows.values():
+                    if w.remaining <= reserve and w.reset_at > now:
+                        wait = max(wait, w.reset_at - now)
+                if wait <= 0:
+                    for w in self._windows.values():
+                        if w.reset_at > now:
+                            w.remaining -= 1
+                    return
+            wait = min(wait, self._max_wait)
+            self.waited_s += wait
+            self._sleep(wait)
+
+    def update(self, headers: Mapping[str, str], *, exhausted: bool = False) -> None:
+        """Record the windows an answer reports (``exhausted``: it was a 429)."""
+        with self._lock:
+            now = self._clock()
+            for scope, rem_h, reset_h in self.SCOPES:
+                try:
+                    remaining = int(headers[rem_h])
+                    reset = float(headers[reset_h])
+                except (KeyError, ValueError):
+                    continue
+                if exhausted:
+                    remaining = 0
+                new = _Window(remaining, now + max(reset, 0.0))
+                old = self._windows.get(scope)
+                # Within one window, requests still in flight were already counted locally: keep
+                # the lower figure. A later reset means a new window: take the server's word.
+                if old is not None and old.reset_at > now and new.reset_at <= old.reset_at + 1.0:
+                    new.remaining = min(new.remaining, old.remaining)
+                    new.reset_at = max(new.reset_at, old.reset_at)
+                self._windows[scope] = new
+
+
+def _reset_wait(resp: requests.Response) -> float | None:
+    """Seconds a 429 asks us to wait: the spent scope's reset, else any reset, else Retry-After."""
+    h = resp.headers
+    spent, any_reset = [], []
+    for _, rem_h, reset_h in RateGate.SCOPES:
+        with contextlib.suppress(KeyError, ValueError):
+            reset = float(h[reset_h])
+            any_reset.append(reset)
+            if int(h.get(rem_h, "1")) <= 0:
+                spent.append(reset)
+    with contextlib.suppress(ValueError, TypeError, AttributeError):
+        body_reset = resp.json().get("reset")
+        if body_reset is not None:
+            any_reset.append(float(body_reset))
+    if spent:
+        return max(spent)
+    if any_reset:
+        return max(any_reset)
+    with contextlib.suppress(KeyError, ValueError):
+        return float(h["Retry-After"])
+    return None
+
+
+# ---------------------------------------------------------------------------------------------
+# The client
+# ---------------------------------------------------------------------------------------------
+
+
+class BuildkiteClient:
+    """Buildkite REST API v2 for one organisation and pipeline. Use as a context manager or call
+    :meth:`close`; a closed client refuses to send."""
+
+    def __init__(
+        self,
+        token: str | None = None,
+        *,
+        org: str | None = None,
+        pipeline: str | None = None,
+        base_url: str | None = None,
+        session: requests.Session | None = None,
+        timeout: Timeout = DEFAULT_TIMEOUT,
+        max_retries: int = 4,
+        backoff_s: float = 0.5,
+        max_rate_wait_s: float = 90.0,
+        max_rate_waits: int = 5,
+        rate_gate: bool = True,
+        reserve: int = 4,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], None] = time.sleep,
+        env: Mapping[str, str] | None = None,
+    ) -> None:
+        env = os.environ if env is None else env
+        token = token if token is not None else env.get("BUILDKITE_API_TOKEN")
+        if not token:
+            raise ConfigError("BUILDKITE_API_TOKEN is not set (an API access token with "
+                              "write_builds, read_builds, read_artifacts, read_build_logs)")
+        self._auth = BearerAuth(token)
+        self.org = org or env.get("BUILDKITE_ORG") or None
+        self.pipeline = pipeline or env.get("BUILDKITE_PIPELINE") or None
+        self.base_url = (base_url or env.get("BUILDKITE_API_URL") or DEFAULT_API_URL).rstrip("/")
+        if not self.base_url.startswith(("https://", "http://")):
+            raise ConfigError(f"BUILDKITE_API_URL must be an http(s) URL, got {self.base_url!r}")
+        self._own_session = session is None
+        if session is None:
+            session = requests.Session()
+            # Enough pooled connections for the launcher's worker threads; no hidden retries
+            # (urllib3 must never re-send a POST behind our back).
+            adapter = HTTPAdapter(pool_connections=4, pool_maxsize=32, max_retries=0)
+            session.mount("http://", adapter)
+            session.mount("https://", adapter)
+        self._session = session
+        self.timeout = timeout
+        self.max_retries = max_retries
+        self.backoff_s = backoff_s
+        self.max_rate_wait_s = max_rate_wait_s
+        self.max_rate_waits = max_rate_waits
+        self.reserve = reserve
+        self.clock = clock
+        self.sleep = sleep
+        self.gate = RateGate(clock=clock, sleep=sleep, max_wait=max_rate_wait_s) if rate_gate else None
+        self._closed = False
+        self._origin = _origin(self.base_url)
+
+    def __repr__(self) -> str:
+        return (f"BuildkiteClient(base_url={self.base_url!r}, org={self.org!r}, "
+                f"pipeline={self.pipeline!r}, auth=<redacted>)")
+
+    def __enter__(self) -> BuildkiteClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self._closed = True
+        if self._own_session:
+            self._session.close()
+
+    # -- the choke point ------------------------------------------------------------------------
+
+    def _url(self, path: str) -> str:
+        if path.startswith(("https://", "http://")):
+            # Absolute URLs come from the server (Link headers, artifact URLs): the token may only
+            # go back to the API's own origin.
+            if _origin(path) != self._origin:
+                raise InfraError(f"refusing to send the API token to {_origin(path)} "
+                                 f"(API is {self._origin})")
+            return path
+        return f"{self.base_url}/{path.lstrip('/')}"
+
+    def _request(
+        self,
+        method: str,
+        path: str,
+        *,
+        params: Any = None,
+        json: Any = None,
+        headers: Mapping[str, str] | None = None,
+        timeout: Timeout = USE_DEFAULT,
+        allow_redirects: bool = True,
+        ok: tuple[int, ...] = (),
+        priority: bool = False,
+        stream: bool = False,
+    ) -> requests.Response:
+        """Send one API request; return the 2xx (or ``ok``-listed) response or raise typed."""
+        if self._closed:
+            raise InfraError("the Buildkite client is closed")
+        method = method.upper()
+        url = self._url(path)
+        what = f"{method} {_display(url)}"
+        timeout = self.timeout if timeout is USE_DEFAULT else timeout
+        idempotent = method in IDEMPOTENT
+        attempt = rate_waits = 0
+        while True:
+            if self.gate is not None:
+                self.gate.acquire(0 if priority else self.reserve)
+            try:
+                resp = self._session.request(
+                    method, url, params=params, json=json, headers=dict(headers or {}),
+                    auth=self._auth, timeout=timeout, allow_redirects=allow_redirects,
+                    stream=stream,
+                )
+            except requests.RequestException as e:
+                kind = _transport_kind(e)
+                # A refused connection never reached the server: safe to retry even a POST.
+                safe = idempotent or isinstance(e, requests.ConnectTimeout) or _refused(e)
+                if safe and attempt < self.max_retries:
+                    attempt += 1
+                    log.debug("%s: %s, retry %d", what, kind, attempt)
+                    self.sleep(self._backoff(attempt))
+                    continue
+                raise TransportError(f"{what}: {kind}", ambiguous=not safe) from None
+            log.debug("%s -> %d", what, resp.status_code)
+            if self.gate is not None:
+                self.gate.update(resp.headers, exhausted=resp.status_code == 429)
+            status = resp.status_code
+            if status < 400 or status in ok:
+                return resp
+            if status == 429 and rate_waits < self.max_rate_waits:
+                rate_waits += 1
+                wait = _reset_wait(resp)
+                wait = self._backoff(rate_waits) if wait is None else wait
+                wait = min(max(wait, 0.0), self.max_rate_wait_s)
+                log.info("%s: rate limited, waiting %.1fs", what, wait)
+                resp.close()
+                self.sleep(wait)
+                continue
+            if status >= 500 and idempotent and attempt < self.max_retries:
+                attempt += 1
+                log.debug("%s: HTTP %d, retry %d", what, status, attempt)
+                resp.close()
+                self.sleep(self._backoff(attempt))
+                continue
+            raise self._error(resp, what)
+
+    def _backoff(self, attempt: int) -> float:
+        return min(self.backoff_s * 2 ** (attempt - 1), 30.0)
+
+    def _error(self, resp: requests.Response, what: str) -> ApiError:
+        status = resp.status_code
+        try:
+            body: Any = resp.json()
+        except ValueError:
+            body = resp.text[:2000]
+        server_msg = body.get("message") if isinstance(body, dict) else None
+        server_msg = self._auth.scrub(str(server_msg or resp.reason or "").strip())[:500]
+        msg = f"{what}: HTTP {status}" + (f": {server_msg}" if server_msg else "")
+        if status in (401, 403):
+            m = _SCOPE_RE.search(server_msg)
+            scope = m.group(1) if m else None
+            hint = (f" (the API token lacks the {scope} scope)" if scope else
+                    " (check BUILDKITE_API_TOKEN and its scopes: write_builds, read_builds, "
+                    "read_artifacts, read_build_logs)")
+            return AuthError(status, msg + hint, body, scope=scope)
+        if status == 404:
+            return NotFound(status, msg + " (check BUILDKITE_ORG, BUILDKITE_PIPELINE and the "
+                            "build number; a token without access also gets 404)", body)
+        if status == 422:
+            return ValidationFailed(status, msg, body)
+        if status == 429:
+            return RateLimited(status, msg, body)
+        if status >= 500:
+            return ServerError(status, msg, body)
+        return ApiError(status, msg, body)
+
+    # -- helpers ---------------------------------------------------------------------------------
+
+    def _pipeline_path(self) -> str:
+        if not self.org or not self.pipeline:
+            raise ConfigError("Buildkite organisation and pipeline are not set "
+                              "(BUILDKITE_ORG / BUILDKITE_PIPELINE or --org / --pipeline)")
+        return f"organizations/{self.org}/pipelines/{self.pipeline}"
+
+    def _builds_path(self, number: int | None = None) -> str:
+        base = f"{self._pipeline_path()}/builds"
+        return base if number is None else f"{base}/{int(number)}"
+
+    def paginate(self, path: str, *, params: Any = None, max_pages: int | None = None,
+                 priority: bool = False) -> Iterator[Any]:
+        """Items of a list endpoint, following ``Link: <...>; rel="next"``."""
+        url: str | None = path
+        pages = 0
+        while url is not None:
+            resp = self._request("GET", url, params=params, priority=priority)
+            params = None  # the next link carries the query
+            data = resp.json()
+            yield from data if isinstance(data, list) else [data]
+            pages += 1
+            url = resp.links.get("next", {}).get("url")
+            if url is not None and max_pages is not None and pages >= max_pages:
+                log.warning("GET %s: stopped after %d pages, more exist", _display(path), pages)
+                return
+
+    # -- endpoints -------------------------------------------------------------------------------
+
+    def create_build(
+        self,
+        *,
+        commit: str = "HEAD",
+        branch: str = "main",
+        message: str | None = None,
+        env: Mapping[str, str] | None = None,
+        meta_data: Mapping[str, str] | None = None,
+        **extra: Any,
+    ) -> dict[str, Any]:
+        """``POST .../builds`` (not idempotent: see :mod:`launcher.buildkite`)."""
+        body: dict[str, Any] = {"commit": commit, "branch": branch, **extra}
+        if message is not None:
+            body["message"] = message
+        if env:
+            body["env"] = dict(env)
+        if meta_data:
+            body["meta_data"] = dict(meta_data)
+        return self._request("POST", self._builds_path(), json=body).json()
+
+    def get_build(self, number: int, *, include_jobs: bool = True,
+                  priority: bool = False) -> dict[str, Any]:
+        params = {"exclude_pipeline": "true"}
+        if not include_jobs:
+            params["exclude_jobs"] = "true"
+        return self._request("GET", self._builds_path(number), params=params,
+                             priority=priority).json()
+
+    def list_builds(
+        self,
+        *,
+        meta_data: Mapping[str, str] | None = None,
+        state: str | list[str] | tuple[str, ...] | None = None,
+        branch: str | None = None,
+        per_page: int = 100,
+        include_jobs: bool = True,
+        org_wide: bool = False,
+        max_pages: int | None = None,
+        priority: bool = False,
+    ) -> list[dict[str, Any]]:
+        """Builds of the pipeline (or the whole org) matching meta-data and state filters."""
+        params: list[tuple[str, str]] = [("per_page", str(max(1, min(per_page, 100)))),
+                                         ("exclude_pipeline", "true")]
+        if not include_jobs:
+            params.append(("exclude_jobs", "true"))
+        for k, v in (meta_data or {}).items():
+            params.append((f"meta_data[{k}]", str(v)))
+        states = [state] if isinstance(state, str) else list(state or [])
+        params += [("state[]", s) for s in states]
+        if branch:
+            params.append(("branch", branch))
+        path = f"organizations/{self.org}/builds" if org_wide else self._builds_path()
+        if org_wide and not self.org:
+            raise ConfigError("Buildkite organisation is not set (BUILDKITE_ORG or --org)")
+        return list(self.paginate(path, params=params, max_pages=max_pages, priority=priority))
+
+    def cancel_build(self, number: int) -> dict[str, Any]:
+        """``PUT .../builds/{n}/cancel``; 422 (ValidationFailed) when it is already finished."""
+        return self._request("PUT", f"{self._builds_path(number)}/cancel").json()
+
+    def list_artifacts(self, number: int, job_id: str | None = None) -> list[dict[str, Any]]:
+        path = self._builds_path(number)
+        path += f"/jobs/{job_id}/artifacts" if job_id else "/artifacts"
+        return list(self.paginate(path, params={"per_page": "100"}))
+
+    def download_artifact(self, artifact: Mapping[str, Any], *,
+                          max_bytes: int = 64 * 1024 * 1024) -> bytes:
+        """The artifact's bytes, sha1-checked. The API answers 302 to a short-lived storage URL;
+        that URL is fetched with NO Authorization header (S3 rejects a second auth mechanism)."""
+        if artifact.get("state") not in (None, "finished"):
+            raise ArtifactError(f"artifact {artifact.get('path')} is {artifact.get('state')}, "
+                                "not finished")
+        url = artifact.get("download_url")
+        if not url:
+            raise ArtifactError(f"artifact {artifact.get('path')} has no download_url")
+        resp = self._request("GET", url, allow_redirects=False, ok=(302, 301, 307))
+        if resp.status_code == 200:  # served directly (proxies, some self-hosted setups)
+            data = resp.content
+        else:
+            target = resp.headers.get("Location")
+            if not target:
+                with contextlib.suppress(ValueError, AttributeError):
+                    target = resp.json().get("url")
+            if not target:
+                raise ArtifactError(f"artifact {artifact.get('path')}: redirect without a target")
+            data = self._fetch_clean(target, max_bytes)
+        if len(data) > max_bytes:
+            raise ArtifactError(f"artifact {artifact.get('path')} is larger than {max_bytes} bytes")
+        expected = artifact.get("sha1sum")
+        if expected and hashlib.sha1(data).hexdigest() != str(expected).lower():
+            raise ArtifactError(f"artifact {artifact.get('path')}: sha1sum mismatch "
+                                f"(expected {expected}, got {hashlib.sha1(data).hexdigest()})")
+        return data
+
+    def _fetch_clean(self, url: str, max_bytes: int) -> bytes:
+        """GET a storage URL with nothing of the session's credentials: the request is prepared
+        on its own (no session headers, auth, cookies or netrc) and redirects are followed by
+        hand the same way."""
+        if self._closed:
+            raise InfraError("the Buildkite client is closed")
+        attempt = hops = 0
+        while True:
+            if not url.startswith(("https://", "http://")):
+                raise ArtifactError("artifact redirect target is not an http(s) URL")
+            where = _display(url)
+            prep = requests.Request("GET", url).prepare()
+            settings = self._session.merge_environment_settings(url, {}, True, None, None)
+            try:
+                with self._session.send(prep, timeout=self.timeout, allow_redirects=False,
+                                        **settings) as r:
+                    if r.is_redirect and hops < 3:
+                        hops += 1
+                        url = r.headers["Location"]
+                        continue
+                    if r.status_code >= 500 and attempt < self.max_retries:
+                        attempt += 1
+                        self.sleep(self._backoff(attempt))
+                        continue
+                    if r.status_code != 200:
+                        raise ArtifactError(f"GET {where}: storage answered HTTP {r.status_code}: "
+                                            f"{r.text[:200].strip()}")
+                    chunks, size = [], 0
+                    for chunk in r.iter_content(64 * 1024):
+                        size += len(chunk)
+                        if size > max_bytes:
+                            raise ArtifactError(f"GET {where}: more than {max_bytes} bytes")
+                        chunks.append(chunk)
+                    return b"".join(chunks)
+            except requests.RequestException as e:
+                if attempt >= self.max_retries:
+                    raise ArtifactError(f"GET {where}: {_transport_kind(e)}") from None
+                attempt += 1
+                self.sleep(self._backoff(attempt))
+
+    def job_log(self, number: int, job_id: str, *, tail_bytes: int = 64 * 1024) -> str:
+        """The end of a job's log as text (``Range: bytes=-N``; whole log when Range is ignored)."""
+        resp = self._request(
+            "GET", f"{self._builds_path(number)}/jobs/{job_id}/log",
+            headers={"Accept": "text/plain", "Range": f"bytes=-{int(tail_bytes)}"},
+        )
+        if "json" in resp.headers.get("Content-Type", ""):
+            with contextlib.suppress(ValueError, AttributeError):
+                text = str(resp.json().get("content") or "")
+                return text[-tail_bytes:]
+        return resp.content[-tail_bytes:].decode("utf-8", "replace")
+
+
+def _origin(url: str) -> str:
+    parts = urlsplit(url)
+    port = parts.port or (443 if parts.scheme == "https" else 80)
+    return f"{parts.scheme}://{parts.hostname}:{port}"
+
+
+def _display(url: str) -> str:
+    """A URL for messages: no query string (signed storage URLs carry credentials there)."""
+    parts = urlsplit(url)
+    return f"{parts.scheme}://{parts.netloc}{parts.path}" if parts.scheme else parts.path
+
+
+def _transport_kind(e: BaseException) -> str:
+    if isinstance(e, requests.ConnectTimeout):
+        return "connect timeout"
+    if isinstance(e, requests.ReadTimeout):
+        return "read timeout (no answer in time)"
+    if isinstance(e, requests.ConnectionError):
+        return "connection refused" if _refused(e) else "connection failed or reset"
+    return type(e).__name__
+
+
+def _refused(e: BaseException) -> bool:
+    seen = 0
+    cur: BaseException | None = e
+    while cur is not None and seen < 8:
+        if isinstance(cur, ConnectionRefusedError):
+            return True
+        nxt = getattr(cur, "reason", None)
+        if not isinstance(nxt, BaseException):
+            nxt = cur.args[0] if cur.args and isinstance(cur.args[0], BaseException) else None
+        cur = nxt if nxt is not None else cur.__context__
+        seen += 1
+    return False
+
+
+def is_terminal(build: Mapping[str, Any]) -> bool:
+    return build.get("state") in TERMINAL_STATES
