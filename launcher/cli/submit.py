@@ -1,0 +1,149 @@
+"""``kitebench submit``: run a submission against a task and print the verdict.
+
+Exit codes: 0 every run passed, 1 the submission failed, 2 usage/bad input, 3 infrastructure.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import click
+
+from launcher.base import StatusEvent
+from runner.contract import MODES
+
+#: RunnerExit → CLI exit code (an interrupted run is an infrastructure outcome here).
+_EXIT = {0: 0, 1: 1, 2: 2, 3: 3, 4: 3}
+
+
+class _StatusLine:
+    """One live status line on stderr: rewritten in place on a terminal, a line per event else."""
+
+    def __init__(self, quiet: bool = False) -> None:
+        self.tty = sys.stderr.isatty()
+        self.quiet = quiet
+        self.width = 0
+
+    def __call__(self, event: StatusEvent) -> None:
+        if self.quiet:
+            return
+        text = f"[{event.elapsed_s:6.1f}s] {event.state}"
+        if event.message:
+            text += f": {event.message}"
+        if event.url:
+            text += f" {event.url}"
+        if self.tty:
+            text = text[:200]
+            pad = max(0, self.width - len(text))
+            click.echo("\r" + text + " " * pad, err=True, nl=False)
+            self.width = len(text)
+        else:
+            click.echo(text, err=True)
+
+    def done(self) -> None:
+        if self.tty and self.width and not self.quiet:
+            click.echo("", err=True)
+            self.width = 0
+
+
+@click.command()
+@click.argument("task_dir", type=click.Path(path_type=Path))
+@click.option(
+    "--submission",
+    "-s",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="The submitted source file (kernel tasks).",
+)
+@click.option(
+    "--archive",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="The fork archive (.tar.gz/.tgz/.zip; model tasks).",
+)
+@click.option("--mode", "-m", type=click.Choice(MODES), default="test", show_default=True)
+@click.option(
+    "--backend",
+    type=click.Choice(["local", "buildkite"]),
+    help="Default: buildkite when BUILDKITE_API_TOKEN is set, else local.",
+)
+@click.option("--gpu", help="GPU kind from the registry (buildkite backend).")
+@click.option("--queue", help="Buildkite queue (bypasses the GPU registry).")
+@click.option("--arch", help="GPU arch for cu tasks, e.g. 90a (default: detected where it runs).")
+@click.option(
+    "--timeout",
+    "timeout_s",
+    type=click.FloatRange(min=1),
+    help="Overall time budget in seconds (default: from the task's timeouts).",
+)
+@click.option(
+    "--gpus-file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="GPU registry file (buildkite backend).",
+)
+@click.option(
+    "--isolation",
+    type=click.Choice(["auto", "docker", "process"]),
+    default="auto",
+    show_default=True,
+    help="Local backend: Docker container or plain subprocess.",
+)
+@click.option(
+    "--output",
+    "-o",
+    type=click.Path(path_type=Path),
+    help="Write result.json here (a file, or a directory to hold result.json).",
+)
+@click.option(
+    "--json", "as_json", is_flag=True, help="Print the result JSON instead of the report."
+)
+@click.option("--quiet", "-q", is_flag=True, help="No live status line.")
+def submit(
+    task_dir: Path,
+    submission: Path | None,
+    archive: Path | None,
+    mode: str,
+    backend: str | None,
+    gpu: str | None,
+    queue: str | None,
+    arch: str | None,
+    timeout_s: float | None,
+    gpus_file: Path | None,
+    isolation: str,
+    output: Path | None,
+    as_json: bool,
+    quiet: bool,
+) -> int:
+    """Run a submission against TASK_DIR (a reference-kernels task.yml dir) and print the verdict."""
+    from launcher.api import options, submit_options
+    from launcher.report import render_result
+    from runner.resultio import RESULT_NAME, exit_code_for, write_result
+
+    opts = options(
+        task_dir,
+        submission,
+        mode=mode,
+        backend=backend,
+        archive=archive,
+        gpu=gpu,
+        queue=queue,
+        arch=arch,
+        timeout_s=timeout_s,
+        gpus_file=gpus_file,
+        isolation=isolation,
+    )
+    status = _StatusLine(quiet=quiet)
+    try:
+        result = submit_options(opts, on_status=status)
+    finally:
+        status.done()
+    if output is not None:
+        if output.is_dir() or str(output).endswith(("/", "\\")):
+            write_result(result, output)
+            where = output / RESULT_NAME
+        else:
+            write_result(result, output.parent if str(output.parent) else ".", output.name)
+            where = output
+        if not as_json:
+            click.echo(f"result: {where}", err=True)
+    click.echo(result.to_json() if as_json else render_result(result))
+    return _EXIT.get(int(exit_code_for(result)), 3)

@@ -1,0 +1,357 @@
+"""Run a ``py`` or ``cu`` payload: the field's mode → runs sequence, one fresh work dir per run."""
+
+from __future__ import annotations
+
+import datetime as dt
+import math
+import resource
+import shutil
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+from runner.context import RunContext
+from runner.contract import (
+    CompileResult,
+    CuPayload,
+    EvalResult,
+    FullResult,
+    HarnessExit,
+    KitebenchInfo,
+    Phase,
+    ProfileResult,
+    PyPayload,
+    RunnerExit,
+    RunResult,
+    Stage,
+    SystemInfo,
+    TestCase,
+    runs_for_mode,
+    runs_passed,
+)
+from runner.kernels import compile as nvcc
+from runner.kernels.environment import child_env
+from runner.kernels.process import (
+    ProcessOutcome,
+    become_subreaper,
+    hide_from_same_user,
+    run_process,
+)
+from runner.kernels.protocol import mean_ns, parse_popcorn
+from runner.kernels.workdir import CASES_NAME, cases_text, private_dir, write_files
+from runner.system import collect_system
+
+KernelPayload = PyPayload | CuPayload
+
+_EXIT_MEANING = {
+    int(HarnessExit.CUDA_FAIL): "CUDA failure",
+    int(HarnessExit.PIPE_FAILED): "the harness could not write to POPCORN_FD",
+    int(HarnessExit.VALIDATE_FAIL): "validation failed",
+    int(HarnessExit.TEST_SPEC): "bad test spec",
+}
+
+
+def _now() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
+def cases_for_run(payload: KernelPayload, run: str) -> list[TestCase]:
+    """The cases a run gets: tests for ``test``; benchmarks otherwise, only the last one with
+    ``ranking_by: last``; ``profile.N`` gets benchmark N of those."""
+    if run == "test":
+        return list(payload.tests)
+    benches = list(payload.benchmarks)
+    if payload.ranking_by == "last" and benches:
+        benches = benches[-1:]
+    if run.startswith("profile."):
+        i = int(run.split(".", 1)[1])
+        return benches[i : i + 1]
+    return benches
+
+
+def run_names(payload: KernelPayload) -> list[str]:
+    n = 1 if payload.ranking_by == "last" else len(payload.benchmarks)
+    return runs_for_mode(payload.mode, n)
+
+
+def harness_mode(run: str) -> str:
+    return "profile" if run.startswith("profile.") else run
+
+
+def score(result: dict[str, str], ranking_by: str) -> float | None:
+    """Seconds: the benchmark means (ns) combined by ranking_by; custom = the harness's ``score``."""
+    if ranking_by == "custom":
+        try:
+            return float(result["score"])
+        except (KeyError, ValueError):
+            return None
+    try:
+        count = int(result.get("benchmark-count", "0"))
+    except ValueError:
+        return None
+    means = [mean_ns(result, i) for i in range(count)]
+    if not means or any(m is None or not math.isfinite(m) or m <= 0 for m in means):
+        return None
+    secs = [m / 1e9 for m in means if m is not None]
+    if ranking_by == "last":
+        return secs[-1]
+    if ranking_by == "geom":
+        return math.exp(sum(math.log(s) for s in secs) / len(secs))
+    return sum(secs) / len(secs)
+
+
+def describe_failure(name: str, ev: EvalResult) -> str:
+    """One line saying why a run did not pass."""
+    comp = ev.compilation
+    if comp is not None and not comp.success:
+        if not comp.nvcc_found:
+            return "compilation failed: nvcc was not found on PATH"
+        tail = _last_line(comp.stderr)
+        return f"compilation failed (nvcc exit {comp.exit_code})" + (f": {tail}" if tail else "")
+    run = ev.run
+    if run is None:
+        return f"{name}: did not run"
+    if run.exit_code == HarnessExit.TIMEOUT_EXPIRED and not run.success:
+        return f"{name}: timed out after {run.duration:g} s (the process tree was killed)"
+    if run.exit_code < 0:
+        return f"{name}: the process was killed by signal {-run.exit_code}"
+    if run.exit_code not in (0, int(HarnessExit.VALIDATE_FAIL)):
+        meaning = _EXIT_MEANING.get(run.exit_code, "")
+        tail = _last_line(run.stderr)
+        return (
+            f"{name}: exited with code {run.exit_code}"
+            + (f" ({meaning})" if meaning else "")
+            + (f": {tail}" if tail else "")
+        )
+    if "check" not in run.result:
+        return f"{name}: the harness reported no verdict (no 'check' key on POPCORN_FD)"
+    first = _first_error(run.result)
+    return f"{name}: check failed" + (f": {first}" if first else "")
+
+
+def _last_line(text: str) -> str:
+    lines = [ln.strip() for ln in text.strip().splitlines() if ln.strip()]
+    return lines[-1][:300] if lines else ""
+
+
+def _first_error(result: dict[str, str]) -> str:
+    for kind in ("test", "benchmark"):
+        try:
+            count = int(result.get(f"{kind}-count", "0"))
+        except ValueError:
+            count = 0
+        for i in range(count):
+            if result.get(f"{kind}.{i}.status") == "fail":
+                err = result.get(f"{kind}.{i}.error", "")
+                spec = result.get(f"{kind}.{i}.spec", "")
+                return f"{kind} {i} ({spec}): {err}"[:400] if spec else f"{kind} {i}: {err}"[:400]
+    return ""
+
+
+def _run_result(outcome: ProcessOutcome) -> RunResult:
+    result, warnings = parse_popcorn(outcome.popcorn)
+    stderr = outcome.stderr
+    if outcome.start_error:
+        stderr += outcome.start_error
+    if outcome.timed_out:
+        stderr += f"\n[kitebench: timed out after {outcome.duration:g} s; process tree killed]"
+    if outcome.popcorn_overflowed:
+        warnings.append("the harness output on POPCORN_FD was over its size limit")
+    if outcome.leftovers_killed:
+        warnings.append(f"{outcome.leftovers_killed} processes left running were killed")
+    if outcome.unfinished_pipes:
+        warnings.append(f"output pipes still open after the kill: {outcome.unfinished_pipes}")
+    if outcome.survivors:
+        warnings.append(f"processes that could not be killed: {outcome.survivors}")
+    if warnings:
+        stderr += "".join(f"\n[kitebench: {w}]" for w in warnings)
+    success = not outcome.timed_out and outcome.exit_code in (0, int(HarnessExit.VALIDATE_FAIL))
+    # Stricter than the field: a pass needs a clean exit too, and untruncated protocol output.
+    passed = (
+        success
+        and outcome.exit_code == 0
+        and result.get("check") == "pass"
+        and not outcome.popcorn_overflowed
+    )
+    return RunResult(
+        success=success,
+        passed=passed,
+        command=outcome.command,
+        stdout=outcome.stdout,
+        stderr=stderr,
+        exit_code=outcome.exit_code,
+        duration=round(outcome.duration, 6),
+        result=result,
+    )
+
+
+class _Job:
+    """The state of one kernel job; ``result()`` assembles a FullResult at any point."""
+
+    def __init__(self, payload: KernelPayload, ctx: RunContext, system: SystemInfo) -> None:
+        self.payload = payload
+        self.ctx = ctx
+        self.system = system
+        self.runs: dict[str, EvalResult] = {}
+        self.phases: list[Phase] = []
+        self.warnings: list[str] = []
+        self.details: dict[str, object] = {"ranking_by": payload.ranking_by}
+        #: What the job is doing (named in an internal error).
+        self.step = "setup"
+        #: Where the per-run work dirs go (default: the temp dir).
+        self.work_base = ctx.env.get("KITEBENCH_WORK_DIR") or None
+
+    def phase(self, name: str, start: dt.datetime, ok: bool, detail: str = "") -> None:
+        end = _now()
+        self.phases.append(
+            Phase(
+                name=name,
+                start=start,
+                end=end,
+                duration_s=round((end - start).total_seconds(), 6),
+                success=ok,
+                detail=detail,
+            )
+        )
+
+    def result(self) -> FullResult:
+        passed = runs_passed(self.runs) and len(self.runs) == len(run_names(self.payload))
+        stage: Stage | None = None
+        error = ""
+        if not passed:
+            for name, ev in self.runs.items():
+                if not (ev.run is not None and ev.run.passed) or (
+                    ev.compilation is not None and not ev.compilation.success
+                ):
+                    error = describe_failure(name, ev)
+                    comp_failed = ev.compilation is not None and not ev.compilation.success
+                    stage = "compile" if comp_failed else "run"
+                    break
+            else:
+                error, stage = "no run finished", "run"
+        scored = [ev.run for n, ev in self.runs.items() if n in ("benchmark", "leaderboard")]
+        value = score(scored[-1].result, self.payload.ranking_by) if passed and scored else None
+        self.details["runner_max_rss_mib"] = round(
+            resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1
+        )
+        return FullResult(
+            success=True,
+            error=error,
+            system=self.system,
+            runs=dict(self.runs),
+            kitebench=KitebenchInfo(
+                passed=passed,
+                stage=stage,
+                exit_code=int(RunnerExit.PASSED if passed else RunnerExit.FAILED),
+                score=value,
+                phases=list(self.phases),
+                warnings=list(self.warnings),
+                details=dict(self.details),
+            ),
+        )
+
+
+def run_kernel(payload: KernelPayload, ctx: RunContext) -> FullResult:
+    """Execute a kernel payload and return its FullResult (never raises, except Interrupted)."""
+    become_subreaper()
+    hide_from_same_user()
+    system = collect_system()
+    job = _Job(payload, ctx, system)
+    env = child_env(
+        ctx.env,
+        seed=payload.seed,
+        gpus=system.device_count if payload.multi_gpu else None,
+    )
+    if isinstance(payload, CuPayload) and system.device_count == 0:
+        job.warnings.append("no GPU was found on this machine: CUDA code can compile but not run")
+    try:
+        if isinstance(payload, CuPayload):
+            with private_dir("kitebench-build-", base=job.work_base) as build:
+                job.step = "compile"
+                comp = _compile(payload, build, env, job)
+                if not comp.success:
+                    now = _now()
+                    job.runs[run_names(payload)[0]] = EvalResult(
+                        start=now, end=now, compilation=comp
+                    )
+                    return job.result()
+                binary = build / nvcc.BINARY_NAME
+
+                def prepare_cu(wd: Path) -> list[str]:
+                    # Only the binary goes into the run dir: the sources are not left for it to
+                    # read, as the field does.
+                    shutil.copy2(binary, wd / nvcc.BINARY_NAME)
+                    return [f"./{nvcc.BINARY_NAME}"]
+
+                _run_all(payload, job, env, prepare_cu, comp)
+        else:
+            main = payload.main
+
+            def prepare_py(wd: Path) -> list[str]:
+                write_files(wd, payload.sources)
+                return [sys.executable, main]
+
+            _run_all(payload, job, env, prepare_py, None)
+        return job.result()
+    except Exception as e:  # a runner-side failure: keep what finished, say where it broke
+        partial = job.result()
+        return FullResult.failure(
+            f"internal error during {job.step}: {type(e).__name__}: {e}",
+            "setup" if job.step.startswith("setup") else "internal",
+            RunnerExit.INTERNAL,
+            system=system,
+            runs=partial.runs,
+            phases=partial.kitebench.phases,
+            warnings=partial.kitebench.warnings,
+            details=partial.kitebench.details,
+        )
+
+
+def _compile(payload: CuPayload, build: Path, env: dict[str, str], job: _Job) -> CompileResult:
+    start = _now()
+    write_files(build, payload.sources)
+    write_files(build, payload.headers)
+    arch = payload.arch
+    if arch is None:
+        arch = nvcc.detect_arch(env)
+        if arch is None:
+            job.warnings.append("no GPU found to detect the arch from; nvcc's default arch used")
+    job.details["arch"] = arch
+    comp = nvcc.compile_cuda(payload, build, env, arch=arch)
+    job.phase("compile", start, comp.success, f"exit {comp.exit_code}")
+    return comp
+
+
+def _run_all(
+    payload: KernelPayload,
+    job: _Job,
+    env: dict[str, str],
+    prepare: Callable[[Path], list[str]],
+    comp: CompileResult | None,
+) -> None:
+    for name in run_names(payload):
+        start = _now()
+        job.step = f"setup of {name}"
+        with private_dir(base=job.work_base) as wd:
+            argv = prepare(wd)
+            (wd / CASES_NAME).write_text(cases_text(cases_for_run(payload, name)), encoding="utf-8")
+            job.step = name
+            outcome = run_process(
+                [*argv, harness_mode(name), CASES_NAME],
+                cwd=wd,
+                env=env,
+                timeout_s=payload.timeout_for(name),
+            )
+        run = _run_result(outcome)
+        profile = None
+        if name.startswith("profile.") and "benchmark.0.report" in run.result:
+            profile = ProfileResult(
+                profiler="kitebench.harness", trace=run.result["benchmark.0.report"]
+            )
+        job.runs[name] = EvalResult(
+            start=start, end=_now(), compilation=comp, run=run, profile=profile
+        )
+        job.phase(name, start, run.passed, f"exit {run.exit_code}")
+        job.ctx.checkpoint(job.result(), after=name)
+        if not run.passed:
+            break

@@ -1,0 +1,65 @@
+"""A fresh private work dir per run, holding the payload's files and the cases file."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import stat
+import sys
+import tempfile
+from collections.abc import Iterator, Mapping, Sequence
+from pathlib import Path
+
+from runner.contract import TestCase
+
+CASES_NAME = "cases.txt"
+
+
+def format_case(case: TestCase) -> str:
+    """One case as the field's ``k: v; k: v`` line."""
+    if isinstance(case, str):
+        return case.strip()
+    parts = []
+    for key, value in case.items():
+        if isinstance(value, bool):  # YAML true/false: the field's harnesses read them as text
+            value = str(value).lower()
+        parts.append(f"{key}: {value}")
+    return "; ".join(parts)
+
+
+def cases_text(cases: Sequence[TestCase]) -> str:
+    return "".join(format_case(c) + "\n" for c in cases)
+
+
+def write_files(root: Path, files: Mapping[str, str]) -> None:
+    """Write ``name → text`` under ``root`` (names were validated as plain relative paths)."""
+    for name, text in files.items():
+        path = root / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text, encoding="utf-8", errors="surrogatepass")
+
+
+@contextlib.contextmanager
+def private_dir(prefix: str = "kitebench-run-", base: str | None = None) -> Iterator[Path]:
+    """A new 0700 directory, removed afterwards even if the submission made files read-only."""
+    path = Path(tempfile.mkdtemp(prefix=prefix, dir=base))
+    try:
+        yield path
+    finally:
+        remove_tree(path)
+
+
+def remove_tree(path: Path) -> None:
+    def _retry(func, p, _exc):  # type: ignore[no-untyped-def]
+        # The submission may have chmod'ed its files or dirs; give ourselves the rights back.
+        with contextlib.suppress(OSError):
+            os.chmod(os.path.dirname(p), stat.S_IRWXU)
+            if os.path.isdir(p) and not os.path.islink(p):
+                os.chmod(p, stat.S_IRWXU)
+            func(p)
+
+    if sys.version_info >= (3, 12):
+        shutil.rmtree(path, onexc=_retry)
+    else:
+        shutil.rmtree(path, onerror=_retry)
