@@ -1,0 +1,77 @@
+"""``--backend local --isolation docker``: the vendor host's wrapper (runner.host), on this machine.
+
+The same code path as ``kitebench job`` (same image, same isolation), minus Buildkite: no
+publishing, and no GPU unless ``KITEBENCH_GPU_UUID``/``KITEBENCH_GPU_INDEX`` says which one.
+The image is ``KITEBENCH_IMAGE`` or :data:`DEFAULT_IMAGE` (build it as images/README.md shows);
+it is never pulled.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from launcher.base import StatusCallback, StatusEvent
+from launcher.errors import InfraError, UsageError
+from runner.contract import FullResult
+
+DEFAULT_IMAGE = "kitebench-runner:test"
+
+
+def docker_available(timeout_s: float = 5) -> bool:
+    """True when the docker SDK is installed and an engine answers a ping."""
+    try:
+        import docker
+
+        client = docker.from_env(timeout=int(max(1, timeout_s)))
+        try:
+            return bool(client.ping())
+        finally:
+            client.close()
+    except Exception:  # no SDK, no socket, permission denied, engine down
+        return False
+
+
+def run_payload_in_docker(
+    payload: Any,
+    *,
+    output_dir: Path,
+    on_status: StatusCallback | None = None,
+    timeout_s: float | None = None,
+    env: Mapping[str, str] | None = None,
+) -> FullResult:
+    """Run a validated payload in the runner image with the host wrapper's isolation; write
+    ``output_dir/result.json`` and return it. Raises InfraError when docker itself fails."""
+    from runner import codec
+    from runner.host.job import HostExit, run_job
+    from runner.host.settings import HostSettings, SettingsError
+    from runner.resultio import write_result
+
+    env = dict(os.environ if env is None else env)
+    env.setdefault("KITEBENCH_IMAGE", DEFAULT_IMAGE)
+    try:
+        settings = HostSettings.from_env(env)
+    except SettingsError as e:
+        raise UsageError(str(e)) from None
+    try:
+        text = codec.encode(payload)
+    except codec.PayloadTooLarge as e:
+        raise UsageError(f"{e.message}; use --isolation subprocess for payloads this large") from None
+
+    t0 = time.monotonic()
+
+    def status(state: str, message: str) -> None:
+        if on_status is not None:
+            on_status(StatusEvent(state=state, message=message, elapsed_s=time.monotonic() - t0))
+
+    # The container sees only the payload and runner settings (never this shell's secrets).
+    host_env = {k: v for k, v in env.items() if k.startswith("KITEBENCH_")}
+    host_env["SUBMISSION_PAYLOAD"] = text
+    outcome = run_job(text, settings, host_env=host_env, on_status=status, timeout_s=timeout_s)
+    if outcome.exit_code in (HostExit.INFRA, HostExit.CONFIG):
+        raise InfraError(f"docker isolation: {outcome.result.error}")
+    write_result(outcome.result, output_dir)
+    return outcome.result

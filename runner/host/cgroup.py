@@ -1,0 +1,81 @@
+"""Read a running container's cgroup counters from the host (cgroup v1 and v2).
+
+Docker reports OOM kills (``State.OOMKilled``) but not a process limit that was hit, so while the
+container runs a small thread samples ``pids.events`` ("max N": N forks were refused). The cgroup
+disappears when the container exits, hence sampling instead of one read at the end.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+from pathlib import Path
+
+CGROUP_ROOT = Path("/sys/fs/cgroup")
+
+
+def pids_events_path(pid: int, root: Path = CGROUP_ROOT) -> Path | None:
+    """The ``pids.events`` file of the cgroup that process ``pid`` is in, if readable."""
+    try:
+        lines = Path(f"/proc/{pid}/cgroup").read_text().splitlines()
+    except OSError:
+        return None
+    for line in lines:
+        _, controllers, path = line.split(":", 2)
+        if "pids" in controllers.split(","):  # v1: a hierarchy per controller
+            candidate = root / "pids" / path.lstrip("/") / "pids.events"
+        elif controllers == "":  # v2: one unified hierarchy
+            candidate = root / path.lstrip("/") / "pids.events"
+        else:
+            continue
+        if candidate.exists():
+            return candidate
+    return None
+
+
+def read_max_events(path: Path) -> int | None:
+    try:
+        text = path.read_text()
+    except OSError:
+        return None
+    for line in text.splitlines():
+        key, _, value = line.partition(" ")
+        if key == "max" and value.strip().isdigit():
+            return int(value)
+    return None
+
+
+class PidsWatch:
+    """Samples ``pids.events`` of a container's cgroup until stopped; ``.max_events`` is the last
+    count seen (forks refused by the pids limit), ``None`` when the file could not be read."""
+
+    def __init__(self, pid: int, interval_s: float = 0.25) -> None:
+        self.path = pids_events_path(pid) if pid > 0 else None
+        self.max_events: int | None = None
+        self._interval = interval_s
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name="kitebench-pids", daemon=True)
+
+    def __enter__(self) -> PidsWatch:
+        if self.path is not None:
+            self._sample()
+            self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join(timeout=5)
+        with contextlib.suppress(Exception):
+            self._sample()  # one last read, in case the cgroup still exists
+
+    def _sample(self) -> None:
+        if self.path is None:
+            return
+        n = read_max_events(self.path)
+        if n is not None:
+            self.max_events = max(n, self.max_events or 0)
+
+    def _loop(self) -> None:
+        while not self._stop.wait(self._interval):
+            self._sample()
