@@ -60,7 +60,9 @@ def build_payload_for(opts: SubmitOptions) -> Any:
             raise UsageError(f"task {opts.task_dir} is a model task: give the fork with --archive")
         from launcher.model_task import build_model_payload
 
-        return build_model_payload(opts.task_dir, opts.archive, mode=opts.mode)
+        return build_model_payload(
+            opts.task_dir, opts.archive, mode=opts.mode, archive_url=opts.extra.get("archive_url")
+        )
     if opts.archive is not None:
         raise UsageError(
             f"task {opts.task_dir} is a {task.lang} task: --archive is for model tasks"

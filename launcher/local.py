@@ -75,22 +75,27 @@ class LocalLauncher:
     def from_options(cls, opts: SubmitOptions) -> LocalLauncher:
         return cls(isolation=str(opts.extra.get("isolation") or "auto"))
 
-    def resolve_isolation(self) -> str:
-        """The mode that will be used: docker or process."""
+    def resolve_isolation(self, payload: Any = None) -> tuple[str, str]:
+        """The mode that will be used (docker or process) and why."""
+        if self.isolation == "process":
+            return "process", "asked for"
         docker = _docker_backend()
-        available = bool(docker is not None and docker.docker_available())
+        why = ""
+        if docker is None:
+            why = "launcher.local_docker is not installed"
+        elif not docker.docker_available():
+            why = "no Docker engine answers"
+        else:
+            image = docker.image_for(payload)
+            if image is None:
+                why = "no image with vLLM for model tasks (set KITEBENCH_MODEL_IMAGE)"
+            elif not docker.image_present(image):
+                why = f"image {image} is not built (images/README.md shows how)"
+            else:
+                return "docker", f"image {image}"
         if self.isolation == "docker":
-            if not available:
-                why = (
-                    "launcher.local_docker is not installed"
-                    if docker is None
-                    else ("no Docker engine answers")
-                )
-                raise UsageError(f"--isolation docker: Docker isolation is unavailable ({why})")
-            return "docker"
-        if self.isolation == "auto" and available:
-            return "docker"
-        return "process"
+            raise UsageError(f"--isolation docker: Docker isolation is unavailable ({why})")
+        return "process", why
 
     def run(
         self,
@@ -99,10 +104,10 @@ class LocalLauncher:
         on_status: StatusCallback | None = None,
         timeout_s: float | None = None,
     ) -> FullResult:
-        mode = self.resolve_isolation()
+        mode, why = self.resolve_isolation(payload)
         started = time.monotonic()
         emit = _emitter(on_status, started)
-        emit("starting", f"local run, isolation: {mode}")
+        emit("starting", f"local run, isolation: {mode} ({why})")
         with tempfile.TemporaryDirectory(prefix="kitebench-local-") as tmp:
             out_dir = Path(tmp) / "out"
             out_dir.mkdir()

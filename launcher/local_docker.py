@@ -35,6 +35,29 @@ def docker_available(timeout_s: float = 5) -> bool:
         return False
 
 
+def image_for(payload: Any, env: Mapping[str, str] | None = None) -> str | None:
+    """The image a local docker run of ``payload`` would use; None when there is none for it
+    (a model payload needs an image with vLLM: KITEBENCH_MODEL_IMAGE)."""
+    env = os.environ if env is None else env
+    if getattr(payload, "lang", None) == "model":
+        return env.get("KITEBENCH_MODEL_IMAGE") or None
+    return env.get("KITEBENCH_IMAGE") or DEFAULT_IMAGE
+
+
+def image_present(image: str, timeout_s: float = 10) -> bool:
+    try:
+        import docker
+
+        client = docker.from_env(timeout=int(max(1, timeout_s)))
+        try:
+            client.images.get(image)
+            return True
+        finally:
+            client.close()
+    except Exception:  # not found, or the engine went away: either way not usable
+        return False
+
+
 def run_payload_in_docker(
     payload: Any,
     *,
@@ -59,7 +82,7 @@ def run_payload_in_docker(
     try:
         text = codec.encode(payload)
     except codec.PayloadTooLarge as e:
-        raise UsageError(f"{e.message}; use --isolation subprocess for payloads this large") from None
+        raise UsageError(f"{e.message}; use --isolation process for payloads this large") from None
 
     t0 = time.monotonic()
 

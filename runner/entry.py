@@ -5,6 +5,9 @@ Environment:
   KITEBENCH_PAYLOAD_FILE        a file holding the encoded payload (for payloads over 128 KiB)
   KITEBENCH_OUTPUT_DIR          where result.json goes (default: the current directory)
   KITEBENCH_MAX_PAYLOAD_BYTES   cap on the decompressed payload (default 64 MiB)
+  KITEBENCH_WORK_DIR            where per-run private work dirs are made (default: the temp dir)
+  KITEBENCH_VLLM_PYTHON         model path: the interpreter with vLLM installed (default: this one)
+  KITEBENCH_MODELS_DIR          model path: where model dirs are looked up (default /models)
 
 Exit codes: see :class:`runner.contract.RunnerExit` (0 passed, 1 failed, 2 bad payload,
 3 internal, 4 interrupted).

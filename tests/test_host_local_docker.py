@@ -45,3 +45,18 @@ def test_missing_image_is_an_infra_error(tmp_path: Path) -> None:
     with pytest.raises(InfraError, match="not on this host"):
         run_payload_in_docker(payload, output_dir=tmp_path,
                               env={"KITEBENCH_IMAGE": "kitebench-absent:none"})
+
+
+@pytest.mark.docker
+def test_image_presence_is_checked_on_the_engine() -> None:
+    from launcher.local_docker import image_for, image_present
+
+    image = ensure_test_image(docker_client())
+    assert image_present(image) is True
+    assert image_present("kitebench-absent:none") is False
+    payload = codec.validate(py_payload("pass"))
+    assert image_for(payload, {"KITEBENCH_IMAGE": "x:1"}) == "x:1"
+    model = codec.validate({"lang": "model", "submission_archive": "AAAA",
+                            "model_config": {"model_name": "m"}})
+    assert image_for(model, {}) is None
+    assert image_for(model, {"KITEBENCH_MODEL_IMAGE": "kb-vllm:1"}) == "kb-vllm:1"

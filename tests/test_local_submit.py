@@ -272,10 +272,17 @@ def test_budget_overrun_stops_the_runner(tmp_path) -> None:
 class _FakeDocker:
     def __init__(self, available: bool) -> None:
         self.available = available
+        self.images: set[str] = {"kitebench-runner:test"}
         self.calls: list[Path] = []
 
     def docker_available(self) -> bool:
         return self.available
+
+    def image_for(self, payload):  # type: ignore[no-untyped-def]
+        return None if getattr(payload, "lang", None) == "model" else "kitebench-runner:test"
+
+    def image_present(self, image: str) -> bool:
+        return image in self.images
 
     def run_payload_in_docker(self, payload, *, output_dir, on_status=None, timeout_s=None):  # type: ignore[no-untyped-def]
         self.calls.append(output_dir)
@@ -284,23 +291,39 @@ class _FakeDocker:
 
 def test_isolation_choice(monkeypatch) -> None:
     monkeypatch.setattr(local, "_docker_backend", lambda: None)
-    assert LocalLauncher("auto").resolve_isolation() == "process"
-    assert LocalLauncher("process").resolve_isolation() == "process"
+    assert LocalLauncher("auto").resolve_isolation()[0] == "process"
+    assert LocalLauncher("process").resolve_isolation()[0] == "process"
     with pytest.raises(UsageError, match="Docker isolation is unavailable"):
         LocalLauncher("docker").resolve_isolation()
     with pytest.raises(UsageError, match="unknown isolation"):
         LocalLauncher("vm")
     fake = _FakeDocker(available=False)
     monkeypatch.setattr(local, "_docker_backend", lambda: fake)
-    assert LocalLauncher("auto").resolve_isolation() == "process"
+    assert LocalLauncher("auto").resolve_isolation() == ("process", "no Docker engine answers")
     with pytest.raises(UsageError, match="no Docker engine answers"):
         LocalLauncher("docker").resolve_isolation()
     fake.available = True
-    assert LocalLauncher("auto").resolve_isolation() == "docker"
+    assert LocalLauncher("auto").resolve_isolation(_np_payload())[0] == "docker"
+    # an engine without the runner image: auto falls back and says why; docker refuses
+    fake.images.clear()
+    mode, why = LocalLauncher("auto").resolve_isolation(_np_payload())
+    assert mode == "process" and "kitebench-runner:test is not built" in why
+    with pytest.raises(UsageError, match="is not built"):
+        LocalLauncher("docker").resolve_isolation(_np_payload())
+    fake.images.add("kitebench-runner:test")
     events: list[StatusEvent] = []
     result = LocalLauncher("auto").run(_np_payload(), on_status=events.append)
     assert result.kitebench.isolation["mode"] == "docker" and len(fake.calls) == 1
     assert "isolation: docker" in events[0].message
+
+
+def test_model_payloads_need_a_model_image_for_docker(monkeypatch) -> None:
+    from types import SimpleNamespace
+
+    fake = _FakeDocker(available=True)
+    monkeypatch.setattr(local, "_docker_backend", lambda: fake)
+    mode, why = LocalLauncher("auto").resolve_isolation(SimpleNamespace(lang="model"))
+    assert mode == "process" and "KITEBENCH_MODEL_IMAGE" in why
 
 
 def test_options_go_into_submit_options(tmp_path) -> None:

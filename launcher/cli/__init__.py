@@ -22,6 +22,15 @@ from runner import __version__
 COMMANDS: dict[str, str] = {
     "schema": "launcher.cli.schema:schema",
     "payload": "launcher.cli.payload:payload",
+    "submit": "launcher.cli.submit:submit",
+    "job": "launcher.cli.job:job",
+    "pipeline": "launcher.cli.pipeline:pipeline",
+    "image": "launcher.cli.image:image",
+    "vendor": "launcher.cli.vendor:vendor",
+    "gpus": "launcher.cli.gpus:gpus",
+    "wait": "launcher.cli.wait:wait",
+    "status": "launcher.cli.status:status",
+    "cancel": "launcher.cli.cancel:cancel",
 }
 
 

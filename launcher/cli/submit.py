@@ -24,10 +24,14 @@ class _StatusLine:
         self.tty = sys.stderr.isatty()
         self.quiet = quiet
         self.width = 0
+        self.last_state = ""
 
     def __call__(self, event: StatusEvent) -> None:
-        if self.quiet:
+        # Off a terminal (CI logs) a line per state change, not one per poll: elapsed-only
+        # heartbeats carry no message.
+        if self.quiet or (not self.tty and not event.message and event.state == self.last_state):
             return
+        self.last_state = event.state
         text = f"[{event.elapsed_s:6.1f}s] {event.state}"
         if event.message:
             text += f": {event.message}"
@@ -59,6 +63,10 @@ class _StatusLine:
     "--archive",
     type=click.Path(dir_okay=False, path_type=Path),
     help="The fork archive (.tar.gz/.tgz/.zip; model tasks).",
+)
+@click.option(
+    "--archive-url",
+    help="Model tasks: an http(s) URL serving exactly the --archive file (for big archives).",
 )
 @click.option("--mode", "-m", type=click.Choice(MODES), default="test", show_default=True)
 @click.option(
@@ -101,6 +109,7 @@ def submit(
     task_dir: Path,
     submission: Path | None,
     archive: Path | None,
+    archive_url: str | None,
     mode: str,
     backend: str | None,
     gpu: str | None,
@@ -130,6 +139,7 @@ def submit(
         timeout_s=timeout_s,
         gpus_file=gpus_file,
         isolation=isolation,
+        archive_url=archive_url,
     )
     status = _StatusLine(quiet=quiet)
     try:

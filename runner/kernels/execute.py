@@ -231,9 +231,7 @@ class _Job:
                 error, stage = "no run finished", "run"
         scored = [ev.run for n, ev in self.runs.items() if n in ("benchmark", "leaderboard")]
         value = score(scored[-1].result, self.payload.ranking_by) if passed and scored else None
-        self.details["runner_max_rss_mib"] = round(
-            resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1
-        )
+        self.details["runner_max_rss_mib"] = peak_rss_mib()
         return FullResult(
             success=True,
             error=error,
@@ -355,3 +353,16 @@ def _run_all(
         job.ctx.checkpoint(job.result(), after=name)
         if not run.passed:
             break
+
+
+def peak_rss_mib() -> float:
+    """This process's peak RSS. VmHWM starts afresh at exec; ru_maxrss does not (a child forked
+    from a large parent reports the parent's size), so it is only the fallback."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return round(int(line.split()[1]) / 1024, 1)
+    except OSError:
+        pass
+    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
