@@ -274,6 +274,12 @@ class BuildkiteClient:
         if not token:
             raise ConfigError("BUILDKITE_API_TOKEN is not set (an API access token with "
                               "write_builds, read_builds, read_artifacts, read_build_logs)")
+        # A token read from a file often ends in a newline; anything else that is not printable
+        # would make requests raise an error that quotes the header, i.e. the token.
+        token = token.strip()
+        if not token or not token.isascii() or not token.isprintable() or " " in token:
+            raise ConfigError("BUILDKITE_API_TOKEN contains whitespace, control or non-ASCII "
+                              "characters (value not shown)")
         self._auth = BearerAuth(token)
         self.org = org or env.get("BUILDKITE_ORG") or None
         self.pipeline = pipeline or env.get("BUILDKITE_PIPELINE") or None

@@ -57,6 +57,14 @@ def main(argv: list[str] | None = None) -> int:
         rv = cli.main(args=argv, prog_name="kitebench", standalone_mode=False)
     except click.exceptions.Exit as e:
         return e.exit_code
+    except click.exceptions.NoArgsIsHelpError as e:  # bare `kitebench` / group: the help text
+        e.show()
+        return e.exit_code
+    except click.UsageError as e:
+        # One line, not click's usage block: the help hint goes at the end of the same line.
+        hint = f" (see '{e.ctx.command_path} --help')" if e.ctx is not None else ""
+        click.echo(f"Error: {' '.join(e.format_message().split())}{hint}", err=True)
+        return e.exit_code
     except click.ClickException as e:
         e.show()
         return e.exit_code

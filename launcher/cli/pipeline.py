@@ -18,10 +18,11 @@ def pipeline() -> None:
 def render_cmd(gpus_file: Path | None) -> None:
     """Print one `kitebench job` step per GPU queue, each guarded by
     if: build.env("GPU_QUEUE") == "<queue>", for the pipeline settings' YAML editor."""
+    from launcher.errors import UsageError
     from launcher.gpus import load_registry
     from launcher.pipeline import render
 
     registry = load_registry(gpus_file)
     if not registry.gpus:
-        raise click.ClickException("the GPU registry is empty: nothing to render")
+        raise UsageError("the GPU registry is empty: nothing to render")  # exit 2, not 1
     click.echo(render(registry), nl=False)

@@ -76,6 +76,11 @@ class _StatusLine:
 )
 @click.option("--gpu", help="GPU kind from the registry (buildkite backend).")
 @click.option("--queue", help="Buildkite queue (bypasses the GPU registry).")
+@click.option("--org", help="Buildkite organisation slug [env BUILDKITE_ORG].")
+@click.option("--pipeline", help="Buildkite pipeline slug [env BUILDKITE_PIPELINE].")
+@click.option(
+    "--api-url", help="API base URL [env BUILDKITE_API_URL; default the Buildkite API]."
+)
 @click.option("--arch", help="GPU arch for cu tasks, e.g. 90a (default: detected where it runs).")
 @click.option(
     "--timeout",
@@ -98,7 +103,7 @@ class _StatusLine:
 @click.option(
     "--output",
     "-o",
-    type=click.Path(path_type=Path),
+    type=click.Path(),  # a str: Path() would drop the trailing "/" that marks a directory
     help="Write result.json here (a file, or a directory to hold result.json).",
 )
 @click.option(
@@ -114,18 +119,22 @@ def submit(
     backend: str | None,
     gpu: str | None,
     queue: str | None,
+    org: str | None,
+    pipeline: str | None,
+    api_url: str | None,
     arch: str | None,
     timeout_s: float | None,
     gpus_file: Path | None,
     isolation: str,
-    output: Path | None,
+    output: str | None,
     as_json: bool,
     quiet: bool,
 ) -> int:
     """Run a submission against TASK_DIR (a reference-kernels task.yml dir) and print the verdict."""
     from launcher.api import options, submit_options
+    from launcher.errors import UsageError
     from launcher.report import render_result
-    from runner.resultio import RESULT_NAME, exit_code_for, write_result
+    from runner.resultio import exit_code_for, write_result
 
     opts = options(
         task_dir,
@@ -140,6 +149,9 @@ def submit(
         gpus_file=gpus_file,
         isolation=isolation,
         archive_url=archive_url,
+        org=org,
+        pipeline=pipeline,
+        api_url=api_url,
     )
     status = _StatusLine(quiet=quiet)
     try:
@@ -147,12 +159,16 @@ def submit(
     finally:
         status.done()
     if output is not None:
-        if output.is_dir() or str(output).endswith(("/", "\\")):
-            write_result(result, output)
-            where = output / RESULT_NAME
-        else:
-            write_result(result, output.parent if str(output.parent) else ".", output.name)
-            where = output
+        out = Path(output)
+        try:
+            if out.is_dir() or output.endswith(("/", "\\")):
+                where = write_result(result, out)
+            else:
+                where = write_result(result, out.parent, out.name)
+        except OSError as e:
+            # The run is done: show its verdict, then the (usage) error about the output path.
+            click.echo(result.to_json() if as_json else render_result(result))
+            raise UsageError(f"cannot write the result to {output}: {e.strerror or e}") from None
         if not as_json:
             click.echo(f"result: {where}", err=True)
     click.echo(result.to_json() if as_json else render_result(result))

@@ -443,7 +443,9 @@ def format_table(results: list[CheckResult]) -> str:
     width = max(len(r.name) for r in results)
     lines = [f"{r.status:<4}  {r.name:<{width}}  {r.detail}" for r in results]
     failed = sum(r.status == Status.FAIL for r in results)
+    skipped = sum(r.status == Status.SKIP for r in results)
     lines.append(
-        f"{'FAIL' if failed else 'PASS'}: {len(results) - failed} of {len(results)} checks did not fail"
+        f"{'FAIL' if failed else 'PASS'}: {failed} of {len(results)} checks failed"
+        + (f", {skipped} skipped" if skipped else "")
     )
     return "\n".join(lines)
