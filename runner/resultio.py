@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import stat
 import tempfile
 from pathlib import Path
 
@@ -46,7 +47,12 @@ def read_result(path: str | os.PathLike[str], *, max_bytes: int = MAX_RESULT_BYT
     """Parse a result.json with the contract; raise :class:`ResultFileError` with the reason."""
     path = Path(path)
     try:
-        with open(path, "rb") as f:
+        # O_NONBLOCK + a regular-file check: whoever could write the dir (a submission) may have
+        # left a FIFO or a device there, and opening or reading it must not hang the reader.
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
+        with open(fd, "rb") as f:
+            if not stat.S_ISREG(os.fstat(fd).st_mode):
+                raise ResultFileError(f"{path.name} is not a regular file")
             data = f.read(max_bytes + 1)
     except FileNotFoundError:
         raise ResultFileError(f"{path.name} was not written") from None

@@ -102,6 +102,16 @@ def test_kwargs_isolate_the_container() -> None:
     assert "nano_cpus" not in kw and "privileged" not in kw
 
 
+def test_models_dir_is_mounted_read_only_where_the_model_path_looks() -> None:
+    # model jobs have no network: the weights come from the host's KITEBENCH_MODELS_DIR
+    s = HostSettings.from_env({"KITEBENCH_MODELS_DIR": "/srv/models"})
+    kw = container_kwargs(s, image="i", output_dir="/tmp/x/out", host_env={})
+    assert kw["volumes"]["/srv/models"] == {"bind": "/models", "mode": "ro"}
+    assert "KITEBENCH_MODELS_DIR" not in kw["environment"]  # the runner's default is /models
+    with pytest.raises(SettingsError, match="KITEBENCH_MODELS_DIR"):
+        HostSettings.from_env({"KITEBENCH_MODELS_DIR": "models"})
+
+
 def test_env_is_an_allow_list() -> None:
     env = container_env(HOST_ENV, _settings())
     assert env["SUBMISSION_PAYLOAD"] == HOST_ENV["SUBMISSION_PAYLOAD"]
@@ -170,10 +180,51 @@ def test_gpu_index_is_used_when_no_uuid() -> None:
 _EXITED = {"ExitCode": 0, "OOMKilled": False}
 
 
+def _passed() -> FullResult:
+    r = FullResult(success=True, error="")
+    r.kitebench.passed, r.kitebench.exit_code = True, int(RunnerExit.PASSED)
+    return r
+
+
 def test_valid_result_json_is_kept(tmp_path: Path) -> None:
-    write_result(FullResult(success=True, error=""), tmp_path)
+    write_result(_passed(), tmp_path)
     r = _collect(tmp_path, _EXITED, "exited", 60, HostSettings(), None, "")
-    assert r.success is True and r.error == ""
+    assert r.success is True and r.error == "" and r.passed is True
+
+
+def test_forged_pass_that_the_runner_did_not_write_is_refused(tmp_path: Path) -> None:
+    # The submission wrote a passing result.json, then the runner's own write failed (exit 1).
+    write_result(_passed(), tmp_path)
+    r = _collect(tmp_path, {"ExitCode": 1, "OOMKilled": False}, "exited", 60, HostSettings(),
+                 None, "")
+    assert r.success is False and r.passed is False
+    assert "not written by the runner" in r.error and "code 1" in r.error
+
+
+def test_fifo_result_json_does_not_hang_the_host(tmp_path: Path) -> None:
+    import os
+    import threading
+
+    os.mkfifo(tmp_path / "result.json")
+    box: list[FullResult] = []
+    t = threading.Thread(
+        target=lambda: box.append(_collect(tmp_path, _EXITED, "exited", 60, HostSettings(), None,
+                                           "")),
+        daemon=True,
+    )
+    t.start()
+    t.join(timeout=30)
+    assert not t.is_alive(), "reading a FIFO result.json blocked the host"
+    assert box[0].success is False and "not a regular file" in box[0].error
+
+
+def test_bad_max_payload_bytes_is_a_config_failure_not_a_traceback() -> None:
+    from runner.host.job import HostExit, run_job
+
+    out = run_job("x", HostSettings(), host_env={"KITEBENCH_MAX_PAYLOAD_BYTES": "64MiB"},
+                  client=object())
+    assert out.exit_code == HostExit.CONFIG
+    assert out.result.success is False and "KITEBENCH_MAX_PAYLOAD_BYTES" in out.result.error
 
 
 def test_malformed_result_json_is_replaced_by_a_failure(tmp_path: Path) -> None:

@@ -289,3 +289,34 @@ def test_publish_failure_is_an_infrastructure_exit(tmp_path: Path, image: str) -
     assert proc.returncode == 75
     assert "publishing failed" in proc.stderr
     assert job.result.passed  # the verdict itself is intact on disk
+
+
+def test_engine_gone_mid_job_is_a_retryable_failure_with_a_result(
+    tmp_path: Path, image: str, client: Any
+) -> None:
+    """docker-py raises requests' errors (not DockerException) when the engine goes away: the job
+    still ends in a failed result with exit code INFRA (75, retried by the pipeline)."""
+    import docker
+
+    from runner.host.job import HostExit, run_job
+    from runner.host.settings import HostSettings
+
+    job = Job(tmp_path, image)
+    own = docker.from_env(timeout=60)
+    adapter = own.api._custom_adapter  # the unix-socket transport of this client only
+
+    def on_status(state: str, _msg: str) -> None:
+        if state == "running":  # the container runs; now the engine "vanishes" for this client
+            adapter.socket_path = str(tmp_path / "gone.sock")
+            adapter.pools.clear()
+
+    try:
+        payload = encoded(py_payload("hang", timeout=30))
+        out = run_job(payload, HostSettings.from_env(job.env),
+                      host_env=dict(job.env, SUBMISSION_PAYLOAD=payload), client=own,
+                      on_status=on_status, timeout_s=5)
+    finally:
+        for c in job.containers(client):
+            c.remove(force=True)
+    assert out.exit_code == HostExit.INFRA
+    assert out.result.success is False and "docker engine error" in out.result.error

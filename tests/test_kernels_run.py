@@ -131,6 +131,9 @@ def test_child_env_is_clean(runner_env) -> None:
     os.write(int(os.environ["POPCORN_FD"]), b"check: pass\\n")
     """
     runner_env["KITEBENCH_SECRET_THING"] = "x"
+    # the local backend hands the runner the user's environment: no credential may pass on
+    secrets = ("BUILDKITE_AGENT_TOKEN", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "GITHUB_TOKEN")
+    runner_env.update({name: "secret-value" for name in secrets})
     run = run_runner(py_payload(src), runner_env)
     line = next(
         ln for ln in run.result.runs["test"].run.stdout.splitlines() if ln.startswith("ENV=")
@@ -138,6 +141,7 @@ def test_child_env_is_clean(runner_env) -> None:
     names = json.loads(line[4:])
     assert "SUBMISSION_PAYLOAD" not in names
     assert not [n for n in names if n.startswith("KITEBENCH_")]
+    assert not [n for n in names if n in secrets]
     assert "POPCORN_FD" in names
 
 

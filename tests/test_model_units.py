@@ -381,3 +381,58 @@ def test_shadow_overlay_never_writes_into_the_installed_package(tmp_path: Path) 
         build_shadow(installed, fork / "vllm", tmp_path / "shadow2")
     (fork / "vllm" / "layers" / "kernel.cu").write_text("// native\n")
     assert native_sources(fork) == ["vllm/layers/kernel.cu"]
+
+
+def test_vllm_children_get_no_credentials() -> None:
+    from runner.model.install import base_env
+
+    env = {
+        "PATH": "/usr/bin",
+        "SUBMISSION_PAYLOAD": "x",
+        "BUILDKITE_AGENT_TOKEN": "s",
+        "BUILDKITE_API_TOKEN": "s",
+        "AWS_SECRET_ACCESS_KEY": "s",
+        "AWS_ACCESS_KEY_ID": "s",
+        "HF_TOKEN": "s",
+        "TOKENIZERS_PARALLELISM": "false",
+    }
+    assert base_env(env) == {"PATH": "/usr/bin", "TOKENIZERS_PARALLELISM": "false"}
+
+
+def test_a_daemon_the_fork_leaves_does_not_outlive_the_job(tmp_path: Path) -> None:
+    """The vLLM environment (here a stand-in interpreter, as hostile as a fork's setup code)
+    daemonises with setsid, out of every process group the runner kills: the job still ends
+    with it gone."""
+    import json
+
+    from runner import codec
+    from tests.conftest import REPO
+
+    fake = tmp_path / "fake-python"
+    pidfile = tmp_path / "daemon.pid"
+    fake.write_text(
+        "#!/bin/bash\n"
+        f"setsid sleep 313.25 </dev/null >/dev/null 2>&1 &\necho $! > {pidfile}\nexit 3\n"
+    )
+    fake.chmod(0o755)
+    out = tmp_path / "out"
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("SUBMISSION_", "KITEBENCH_"))}
+    env.update(
+        SUBMISSION_PAYLOAD=codec.encode(build_model_payload(TASK, _archive(tmp_path))),
+        KITEBENCH_OUTPUT_DIR=str(out),
+        KITEBENCH_VLLM_PYTHON=str(fake),
+        PYTHONPATH=str(REPO),
+    )
+    proc = subprocess.run([sys.executable, "-m", "runner"], env=env, cwd=tmp_path, timeout=300,
+                          capture_output=True, text=True)
+    result = json.loads((out / "result.json").read_text())
+    assert result["success"] is False, proc.stderr  # no vLLM there: a failed setup
+    pid = int(pidfile.read_text())
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            alive = b"313.25" in f.read()
+    except OSError:
+        alive = False
+    if alive:
+        os.kill(pid, 9)
+    assert not alive, "the fork's daemon survived the job"

@@ -27,6 +27,8 @@ from runner.host.settings import HostSettings, parse_size
 
 #: Where the output dir (result.json) is mounted in the container.
 OUTPUT_MOUNT = "/kitebench/out"
+#: Where KITEBENCH_MODELS_DIR is mounted (read-only): the model path's default models dir.
+MODELS_MOUNT = "/models"
 #: The writable work dir (tmpfs); TMPDIR points here so the runner's work dirs land in it.
 WORK_DIR = "/kitebench/work"
 
@@ -121,4 +123,6 @@ def container_kwargs(
         kw["cpuset_cpus"] = settings.cpuset
     if settings.cgroup_parent:
         kw["cgroup_parent"] = settings.cgroup_parent
+    if settings.models_dir:
+        kw["volumes"][settings.models_dir] = {"bind": MODELS_MOUNT, "mode": "ro"}
     return kw

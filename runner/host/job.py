@@ -29,7 +29,7 @@ from runner.contract import FullResult, KitebenchInfo, RunnerExit
 from runner.host.cgroup import PidsWatch
 from runner.host.container import LABEL_SLOT, container_kwargs
 from runner.host.settings import HostSettings, human_size
-from runner.resultio import RESULT_NAME, ResultFileError, read_result
+from runner.resultio import RESULT_NAME, ResultFileError, exit_code_for, read_result
 
 #: Seconds between checks of the cancel flag while waiting for the container.
 POLL_S = 1.0
@@ -85,6 +85,16 @@ def run_job(
     status("validate", "checking the payload on the host")
     try:
         max_bytes = int(host_env.get("KITEBENCH_MAX_PAYLOAD_BYTES") or codec.DEFAULT_MAX_DECOMPRESSED)
+        if max_bytes <= 0:
+            raise ValueError
+    except ValueError:  # a host misconfiguration: a failed result, not a traceback
+        raw = host_env.get("KITEBENCH_MAX_PAYLOAD_BYTES")
+        result = FullResult.failure(
+            f"host misconfigured: KITEBENCH_MAX_PAYLOAD_BYTES must be a positive integer, got {raw!r}",
+            "container", RunnerExit.INTERNAL, isolation=iso,
+        )
+        return JobOutcome(result, HostExit.CONFIG, {"container": "not started: bad settings"})
+    try:
         payload = codec.decode(payload_text, max_bytes=max_bytes)
     except codec.PayloadError as e:
         iso["container_started"] = False
@@ -103,6 +113,11 @@ def run_job(
         iso["container_started"] = iso.get("container_started", False)
         result = FullResult.failure(e.message, "container", RunnerExit.INTERNAL, isolation=iso)
         return JobOutcome(result, e.exit_code, {"container": e.message})
+    except Exception as e:  # e.g. the engine went away: docker-py raises requests' errors then
+        iso["container_started"] = iso.get("container_started", False)
+        msg = f"docker engine error during the job: {type(e).__name__}: {_short(e)}"
+        result = FullResult.failure(msg, "container", RunnerExit.INTERNAL, isolation=iso)
+        return JobOutcome(result, HostExit.INFRA, {"container": msg})
 
 
 def docker_client(timeout: int = API_TIMEOUT_S) -> Any:
@@ -188,7 +203,7 @@ def _run(
     finally:
         if container is not None:
             t0 = time.monotonic()
-            with contextlib.suppress(DockerException):
+            with contextlib.suppress(Exception):  # also requests' errors: the work dir goes too
                 container.remove(force=True)
             iso["remove_s"] = round(time.monotonic() - t0, 3)
         shutil.rmtree(work, ignore_errors=True)
@@ -229,8 +244,11 @@ def _wait(container: Any, budget: float, cancel: threading.Event, grace: float) 
         try:
             container.wait(timeout=max(0.1, min(POLL_S, remaining)))
             return "exited"
-        except (requests.exceptions.ReadTimeout, requests.exceptions.ConnectionError):
-            continue  # docker-py raises either when wait() times out
+        except requests.exceptions.ReadTimeout:
+            continue  # docker-py raises this (or the next) when wait() times out
+        except requests.exceptions.ConnectionError:
+            container.reload()  # raises if the engine is gone, instead of spinning to the deadline
+            continue
 
 
 def _wait_quietly(container: Any, timeout: float) -> None:
@@ -269,6 +287,16 @@ def _collect(
     except ResultFileError as e:
         result = None
         problem = str(e)
+
+    if result is not None and waited == "exited" and result.success and isinstance(exit_code, int):
+        # The output dir is writable by the submission too (same uid): a result.json that the
+        # runner did not write (its own write failed or it died) does not match its exit code.
+        expected = int(exit_code_for(result))
+        if exit_code != expected:
+            result = None
+            problem = (
+                f"{RESULT_NAME} was not written by the runner (it implies exit code {expected})"
+            )
 
     if result is None:
         why = f"{problem}; the runner exited with code {exit_code}"

@@ -16,6 +16,8 @@
                               below the agent's BUILDKITE_CANCEL_GRACE_PERIOD, default 10)
     KITEBENCH_CONTAINER_USER  uid:gid inside the container (default 10001:10001, never root)
     KITEBENCH_TMPFS_SIZE      size of /tmp and of the work dir tmpfs (default 4g each)
+    KITEBENCH_MODELS_DIR      host dir of model dirs, mounted read-only at /models (model jobs
+                              have no network, so the weights must come from here or the image)
 """
 
 from __future__ import annotations
@@ -79,6 +81,7 @@ class HostSettings(BaseModel):
     stop_grace_s: float = Field(default=DEFAULT_STOP_GRACE_S, ge=0)
     user: str = DEFAULT_USER
     tmpfs_size: str = "4g"
+    models_dir: str | None = None
 
     @field_validator("gpu_uuid")
     @classmethod
@@ -100,6 +103,13 @@ class HostSettings(BaseModel):
         uid = v.split(":", 1)[0]
         if uid in ("0", "root", ""):
             raise ValueError("the container user must not be root")
+        return v
+
+    @field_validator("models_dir")
+    @classmethod
+    def _abs(cls, v: str | None) -> str | None:
+        if v is not None and not v.startswith("/"):
+            raise ValueError(f"must be an absolute host path: {v!r}")
         return v
 
     @field_validator("tmpfs_size")
@@ -159,6 +169,7 @@ class HostSettings(BaseModel):
             "KITEBENCH_STOP_GRACE": "stop_grace_s",
             "KITEBENCH_CONTAINER_USER": "user",
             "KITEBENCH_TMPFS_SIZE": "tmpfs_size",
+            "KITEBENCH_MODELS_DIR": "models_dir",
         }
         for var, field in names.items():
             value = env.get(var, "").strip()

@@ -11,6 +11,20 @@ import runner
 #: Variables the submission must never see, besides every ``KITEBENCH_*`` and ``POPCORN_*`` one
 #: (the runner sets the POPCORN ones itself).
 _HIDDEN = {"SUBMISSION_PAYLOAD", "BUILDKITE_AGENT_ACCESS_TOKEN", "BUILDKITE_API_TOKEN"}
+#: Any variable whose name holds one of these is a credential (the local backend passes the
+#: user's whole environment: BUILDKITE_AGENT_TOKEN, AWS_SECRET_ACCESS_KEY, GITHUB_TOKEN...).
+#: Whole words of the name (so TOKENIZERS_PARALLELISM is not one).
+SECRET_WORDS = {"TOKEN", "SECRET", "PASSWORD", "PASSWD", "CREDENTIAL", "CREDENTIALS"}
+SECRET_PARTS = ("ACCESS_KEY", "PRIVATE_KEY")
+
+
+def is_secret(name: str) -> bool:
+    upper = name.upper()
+    return (
+        name in _HIDDEN
+        or bool(SECRET_WORDS & set(upper.split("_")))
+        or any(p in upper for p in SECRET_PARTS)
+    )
 
 
 def child_env(
@@ -22,7 +36,7 @@ def child_env(
     out = {
         k: v
         for k, v in env.items()
-        if k not in _HIDDEN and not k.startswith(("KITEBENCH_", "POPCORN_"))
+        if not is_secret(k) and not k.startswith(("KITEBENCH_", "POPCORN_"))
     }
     if seed is not None:
         out["POPCORN_SEED"] = str(seed)

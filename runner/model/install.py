@@ -95,7 +95,9 @@ def base_env(env: dict[str, str]) -> dict[str, str]:
         "PYTHONHOME",
         "PYTHONSTARTUP",
     )
-    return {k: v for k, v in env.items() if k not in drop}
+    from runner.kernels.environment import is_secret
+
+    return {k: v for k, v in env.items() if k not in drop and not is_secret(k)}
 
 
 def installed_vllm_dir(python: str, env: dict[str, str], cwd: Path, timeout: float = 120) -> Path:

@@ -31,6 +31,12 @@ from runner.contract import (
     RunResult,
     runs_for_mode,
 )
+from runner.kernels.process import (
+    become_subreaper,
+    children_now,
+    hide_from_same_user,
+    kill_descendants,
+)
 from runner.model import archive as arch
 from runner.model import bench, perplexity
 from runner.model.install import Installed, base_env, install
@@ -459,4 +465,13 @@ class _PhaseCtx:
 
 
 def run_model(payload: ModelPayload, ctx: RunContext) -> FullResult:
-    return ModelJob(payload, ctx).run()
+    # As on the kernel path, the fork's code runs as our uid: non-dumpable, it can neither ptrace
+    # the runner nor read its environ; as subreaper, whatever it daemonises out of the server's
+    # process group (setsid) is re-parented to us and killed when the job ends.
+    become_subreaper()
+    hide_from_same_user()
+    keep = children_now()
+    try:
+        return ModelJob(payload, ctx).run()
+    finally:
+        kill_descendants(keep=keep)
