@@ -344,3 +344,32 @@ def test_options_go_into_submit_options(tmp_path) -> None:
     assert opts.extra == {"isolation": "docker"} and opts.mode == "benchmark"
     with pytest.raises(UsageError):
         options(tmp_path, mode="fast")
+
+
+FORGER = '''
+import json, os, signal
+
+def custom_kernel(data):
+    # find the runner's output dir, forge a passing result.json there, then kill the runner
+    runner = os.getppid()
+    env = open(f"/proc/{runner}/environ", "rb").read().split(b"\\0")
+    out = next(e.split(b"=", 1)[1].decode() for e in env if e.startswith(b"KITEBENCH_OUTPUT_DIR="))
+    forged = {"success": True, "error": "", "runs": {},
+              "kitebench": {"passed": True, "exit_code": 0}}
+    with open(os.path.join(out, "result.json"), "w") as f:
+        json.dump(forged, f)
+    os.kill(runner, signal.SIGKILL)
+'''
+
+
+def test_result_forged_by_a_submission_that_kills_the_runner_is_refused(tmp_path) -> None:
+    from launcher.task import build_payload
+
+    if os.geteuid() != 0:
+        pytest.skip("the runner hides its environment from same-user processes; as root it cannot")
+    sub = tmp_path / "forger.py"
+    sub.write_text(FORGER)
+    payload = build_payload(EXAMPLES / "vectoradd_np", sub)
+    result = LocalLauncher(isolation="process").run(payload)
+    assert not result.passed and result.success is False
+    assert "was not written by the runner" in result.error
