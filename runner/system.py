@@ -68,3 +68,31 @@ def collect_system(*, probe_gpu: bool = True) -> SystemInfo:
         torch=_torch_version(),
         hostname=socket.gethostname(),
     )
+
+
+def pids_limit_hits() -> int | None:
+    """Forks refused by the pids limit of this process's cgroup so far (``max`` in pids.events),
+    or None where no such counter is visible. Inside a container the cgroup is mounted at the
+    root of /sys/fs/cgroup; on a plain host its path comes from /proc/self/cgroup."""
+    root = Path("/sys/fs/cgroup")
+    candidates = []
+    try:
+        for line in Path("/proc/self/cgroup").read_text().splitlines():
+            _, controllers, path = line.split(":", 2)
+            if "pids" in controllers.split(","):
+                candidates.append(root / "pids" / path.lstrip("/") / "pids.events")
+            elif controllers == "":
+                candidates.append(root / path.lstrip("/") / "pids.events")
+    except (OSError, ValueError):
+        pass
+    candidates += [root / "pids" / "pids.events", root / "pids.events"]
+    for candidate in candidates:
+        try:
+            text = candidate.read_text()
+        except OSError:
+            continue
+        for entry in text.splitlines():
+            key, _, value = entry.partition(" ")
+            if key == "max" and value.strip().isdigit():
+                return int(value)
+    return None

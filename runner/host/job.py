@@ -198,6 +198,9 @@ def _run(
         iso["pids_limit_hits"] = pids.max_events
         logs = _logs(container)
         result = _collect(out, state, waited, budget, settings, pids.max_events, logs)
+        seen_by_runner = result.kitebench.details.get("pids_limit_hits")
+        if isinstance(seen_by_runner, int):
+            iso["pids_limit_hits"] = max(seen_by_runner, pids.max_events or 0)
     except DockerException as e:
         raise _Failure(f"docker engine error during the job: {_short(e)}", HostExit.INFRA) from None
     finally:
@@ -324,6 +327,9 @@ def _collect(
         info.passed = False
         if fallback:
             info.exit_code = int(RunnerExit.FAILED)
+    seen_by_runner = info.details.get("pids_limit_hits")
+    if isinstance(seen_by_runner, int) and seen_by_runner > (pids_hits or 0):
+        pids_hits = seen_by_runner
     if pids_hits:
         note = f"process limit reached (pids limit {settings.pids_limit}): {pids_hits} forks refused"
         info.warnings.append(note)

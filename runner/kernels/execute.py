@@ -39,7 +39,7 @@ from runner.kernels.process import (
 )
 from runner.kernels.protocol import mean_ns, parse_popcorn
 from runner.kernels.workdir import CASES_NAME, cases_text, private_dir, write_files
-from runner.system import collect_system
+from runner.system import collect_system, pids_limit_hits
 
 KernelPayload = PyPayload | CuPayload
 
@@ -232,6 +232,11 @@ class _Job:
         scored = [ev.run for n, ev in self.runs.items() if n in ("benchmark", "leaderboard")]
         value = score(scored[-1].result, self.payload.ranking_by) if passed and scored else None
         self.details["runner_max_rss_mib"] = peak_rss_mib()
+        # read after the runs: the host samples the same counter, but a short job can end
+        # (and its cgroup vanish) between two samples
+        hits = pids_limit_hits()
+        if hits is not None:
+            self.details["pids_limit_hits"] = hits
         return FullResult(
             success=True,
             error=error,
