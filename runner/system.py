@@ -70,29 +70,46 @@ def collect_system(*, probe_gpu: bool = True) -> SystemInfo:
     )
 
 
-def pids_limit_hits() -> int | None:
-    """Forks refused by the pids limit of this process's cgroup so far (``max`` in pids.events),
-    or None where no such counter is visible. Inside a container the cgroup is mounted at the
-    root of /sys/fs/cgroup; on a plain host its path comes from /proc/self/cgroup."""
-    root = Path("/sys/fs/cgroup")
-    candidates = []
+CGROUP_ROOT = Path("/sys/fs/cgroup")
+
+
+def pids_events_paths(pid: int | str = "self", root: Path = CGROUP_ROOT) -> list[Path]:
+    """Where the ``pids.events`` of process ``pid``'s cgroup would be (cgroup v1 and v2)."""
     try:
-        for line in Path("/proc/self/cgroup").read_text().splitlines():
-            _, controllers, path = line.split(":", 2)
-            if "pids" in controllers.split(","):
-                candidates.append(root / "pids" / path.lstrip("/") / "pids.events")
-            elif controllers == "":
-                candidates.append(root / path.lstrip("/") / "pids.events")
-    except (OSError, ValueError):
-        pass
-    candidates += [root / "pids" / "pids.events", root / "pids.events"]
+        lines = Path(f"/proc/{pid}/cgroup").read_text().splitlines()
+    except OSError:
+        return []
+    paths = []
+    for line in lines:
+        _, controllers, path = line.split(":", 2)
+        if "pids" in controllers.split(","):  # v1: a hierarchy per controller
+            paths.append(root / "pids" / path.lstrip("/") / "pids.events")
+        elif controllers == "":  # v2: one unified hierarchy
+            paths.append(root / path.lstrip("/") / "pids.events")
+    return paths
+
+
+def read_max_events(path: Path) -> int | None:
+    """Forks refused by a pids limit so far: ``max N`` in a pids.events file."""
+    try:
+        text = path.read_text()
+    except OSError:
+        return None
+    for line in text.splitlines():
+        key, _, value = line.partition(" ")
+        if key == "max" and value.strip().isdigit():
+            return int(value)
+    return None
+
+
+def pids_limit_hits() -> int | None:
+    """Forks refused by the pids limit of this process's cgroup so far, or None where no such
+    counter is visible. Inside a container the cgroup is mounted at the root of /sys/fs/cgroup;
+    on a plain host its path comes from /proc/self/cgroup."""
+    candidates = pids_events_paths("self")
+    candidates += [CGROUP_ROOT / "pids" / "pids.events", CGROUP_ROOT / "pids.events"]
     for candidate in candidates:
-        try:
-            text = candidate.read_text()
-        except OSError:
-            continue
-        for entry in text.splitlines():
-            key, _, value = entry.partition(" ")
-            if key == "max" and value.strip().isdigit():
-                return int(value)
+        hits = read_max_events(candidate)
+        if hits is not None:
+            return hits
     return None

@@ -11,38 +11,12 @@ import contextlib
 import threading
 from pathlib import Path
 
-CGROUP_ROOT = Path("/sys/fs/cgroup")
+from runner.system import CGROUP_ROOT, pids_events_paths, read_max_events
 
 
 def pids_events_path(pid: int, root: Path = CGROUP_ROOT) -> Path | None:
     """The ``pids.events`` file of the cgroup that process ``pid`` is in, if readable."""
-    try:
-        lines = Path(f"/proc/{pid}/cgroup").read_text().splitlines()
-    except OSError:
-        return None
-    for line in lines:
-        _, controllers, path = line.split(":", 2)
-        if "pids" in controllers.split(","):  # v1: a hierarchy per controller
-            candidate = root / "pids" / path.lstrip("/") / "pids.events"
-        elif controllers == "":  # v2: one unified hierarchy
-            candidate = root / path.lstrip("/") / "pids.events"
-        else:
-            continue
-        if candidate.exists():
-            return candidate
-    return None
-
-
-def read_max_events(path: Path) -> int | None:
-    try:
-        text = path.read_text()
-    except OSError:
-        return None
-    for line in text.splitlines():
-        key, _, value = line.partition(" ")
-        if key == "max" and value.strip().isdigit():
-            return int(value)
-    return None
+    return next((p for p in pids_events_paths(pid, root) if p.exists()), None)
 
 
 class PidsWatch:
