@@ -29,7 +29,7 @@ from launcher.base import StatusCallback, StatusEvent, SubmitOptions
 from launcher.errors import UsageError
 from runner import codec
 from runner.contract import COMPILE_TIMEOUT_S, FullResult, RunnerExit
-from runner.resultio import RESULT_NAME, ResultFileError, exit_code_for, read_result
+from runner.resultio import RESULT_NAME, ResultFileError, not_written_by_runner, read_result
 
 ISOLATION_MODES = ("auto", "docker", "process")
 #: Time the runner gets after SIGTERM to write its partial result before it is killed.
@@ -216,14 +216,12 @@ def _collect(out_dir: Path, returncode: int | None, stderr: str, stopped: str) -
         if tail:
             msg += f"; runner stderr: {tail[-1500:]}"
         return FullResult.failure(msg, "internal", RunnerExit.INTERNAL)
-    if not stopped and result.success and returncode != int(exit_code_for(result)):
-        # The submission runs as the runner's user and can write the output dir: a result.json
-        # the runner did not write (it died, or its own write failed) disagrees with its exit code.
+    # no exit code at all cannot vouch for the file either
+    code = -1 if returncode is None else returncode
+    forged = None if stopped else not_written_by_runner(result, code)
+    if forged is not None:
         return FullResult.failure(
-            f"{RESULT_NAME} was not written by the runner (it implies exit code "
-            f"{int(exit_code_for(result))}, the runner exited with {returncode})",
-            "internal",
-            RunnerExit.INTERNAL,
+            f"{forged}, the runner exited with {returncode}", "internal", RunnerExit.INTERNAL
         )
     if stopped:
         result.success = False

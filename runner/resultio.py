@@ -82,3 +82,13 @@ def exit_code_for(result: FullResult) -> RunnerExit:
     if not result.success:
         return RunnerExit.INTERNAL
     return RunnerExit.PASSED if result.kitebench.passed else RunnerExit.FAILED
+
+
+def not_written_by_runner(result: FullResult, exit_code: int) -> str | None:
+    """Why a successful result.json cannot be the runner's, else None. The submission runs as the
+    runner's user and can write the output dir, but it cannot set the runner's exit code: a
+    result.json left by it (the runner died, or its own write failed) disagrees with that code."""
+    expected = int(exit_code_for(result))
+    if result.success and exit_code != expected:
+        return f"{RESULT_NAME} was not written by the runner (it implies exit code {expected})"
+    return None

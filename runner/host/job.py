@@ -29,7 +29,7 @@ from runner.contract import FullResult, KitebenchInfo, RunnerExit
 from runner.host.cgroup import PidsWatch
 from runner.host.container import LABEL_SLOT, container_kwargs
 from runner.host.settings import HostSettings, human_size
-from runner.resultio import RESULT_NAME, ResultFileError, exit_code_for, read_result
+from runner.resultio import RESULT_NAME, ResultFileError, not_written_by_runner, read_result
 
 #: Seconds between checks of the cancel flag while waiting for the container.
 POLL_S = 1.0
@@ -291,15 +291,10 @@ def _collect(
         result = None
         problem = str(e)
 
-    if result is not None and waited == "exited" and result.success and isinstance(exit_code, int):
-        # The output dir is writable by the submission too (same uid): a result.json that the
-        # runner did not write (its own write failed or it died) does not match its exit code.
-        expected = int(exit_code_for(result))
-        if exit_code != expected:
+    if result is not None and waited == "exited" and isinstance(exit_code, int):
+        problem = not_written_by_runner(result, exit_code)
+        if problem is not None:
             result = None
-            problem = (
-                f"{RESULT_NAME} was not written by the runner (it implies exit code {expected})"
-            )
 
     if result is None:
         why = f"{problem}; the runner exited with code {exit_code}"
