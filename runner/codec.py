@@ -49,13 +49,14 @@ class PayloadError(ValueError):
 class PayloadTooLarge(PayloadError):
     def __init__(self, size: int, limit: int, what: str) -> None:
         super().__init__(
-            "too_large", f"{what} is {_human(size)} ({size} bytes), over the limit of {_human(limit)}"
+            "too_large", f"{what} is {format_size(size)} ({size} bytes), over the limit of {format_size(limit)}"
         )
         self.size = size
         self.limit = limit
 
 
-def _human(n: int) -> str:
+def format_size(n: int) -> str:
+    """Bytes as '96.0 KiB' (limits and sizes in error messages)."""
     for unit, scale in (("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
         if n >= scale:
             return f"{n / scale:.1f} {unit}"

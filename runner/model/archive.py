@@ -28,6 +28,8 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import IO
 
+from runner.codec import format_size
+
 _CHUNK = 1 << 16
 
 
@@ -47,18 +49,11 @@ class Limits:
 # ---------------------------------------------------------------------------------------------
 
 
-def _human(n: int) -> str:
-    for unit, scale in (("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
-        if n >= scale:
-            return f"{n / scale:.1f} {unit}"
-    return f"{n} B"
-
-
 def write_inline(b64: str, dest: Path, limits: Limits) -> Path:
     """Decode an inline (base64) archive into ``dest``."""
     if len(b64) > limits.max_archive_bytes * 4 // 3 + 8:
         raise ArchiveError(
-            f"inline archive is over the limit of {_human(limits.max_archive_bytes)}"
+            f"inline archive is over the limit of {format_size(limits.max_archive_bytes)}"
         )
     try:
         data = base64.b64decode("".join(b64.split()), validate=True)
@@ -78,14 +73,14 @@ def download(url: str, dest: Path, sha256: str, limits: Limits, *, timeout: floa
             declared = resp.headers.get("Content-Length")
             if declared and declared.isdigit() and int(declared) > limits.max_archive_bytes:
                 raise ArchiveError(
-                    f"archive_url serves {_human(int(declared))}, over the limit of "
-                    f"{_human(limits.max_archive_bytes)}"
+                    f"archive_url serves {format_size(int(declared))}, over the limit of "
+                    f"{format_size(limits.max_archive_bytes)}"
                 )
             while chunk := resp.read(_CHUNK):
                 size += len(chunk)
                 if size > limits.max_archive_bytes:
                     raise ArchiveError(
-                        f"archive_url sent more than the limit of {_human(limits.max_archive_bytes)}"
+                        f"archive_url sent more than the limit of {format_size(limits.max_archive_bytes)}"
                     )
                 h.update(chunk)
                 f.write(chunk)
@@ -219,7 +214,7 @@ def _copy_capped(src: IO[bytes], dst: Path, budget: list[int], name: str, limits
             budget[0] += len(chunk)
             if budget[0] > limits.max_bytes:
                 raise ArchiveError(
-                    f"archive expands to more than {_human(limits.max_bytes)} (at {name!r}): "
+                    f"archive expands to more than {format_size(limits.max_bytes)} (at {name!r}): "
                     "refused as an archive bomb"
                 )
             out.write(chunk)
@@ -266,8 +261,8 @@ def extract(archive: Path, dest: Path, limits: Limits) -> Path:
                     continue
                 if m.size > limits.max_bytes:
                     raise ArchiveError(
-                        f"archive member {m.name!r} declares {_human(m.size)}, more than "
-                        f"{_human(limits.max_bytes)}: refused as an archive bomb"
+                        f"archive member {m.name!r} declares {format_size(m.size)}, more than "
+                        f"{format_size(limits.max_bytes)}: refused as an archive bomb"
                     )
                 path.parent.mkdir(parents=True, exist_ok=True)
                 if rel in written or os.path.lexists(path):
