@@ -30,6 +30,8 @@ class RunContext:
     env: Mapping[str, str]
     output_dir: Path
     last_checkpoint: FullResult | None = field(default=None, repr=False)
+    #: The per-job key that signs every result.json written (runner.resultio); never logged.
+    key: str | None = field(default=None, repr=False)
 
     def checkpoint(self, partial: FullResult, after: str) -> None:
         """Record what finished so far. The file on disk says the job is incomplete, so a hard
@@ -41,4 +43,4 @@ class RunContext:
         marked.kitebench.stage = "interrupted"
         marked.kitebench.exit_code = int(RunnerExit.INTERRUPTED)
         marked.kitebench.interrupted = True
-        write_result(marked, self.output_dir)
+        write_result(marked, self.output_dir, key=self.key)

@@ -4,6 +4,11 @@ Environment:
   SUBMISSION_PAYLOAD            base64(zlib(json)) payload (required unless the next is set)
   KITEBENCH_PAYLOAD_FILE        a file holding the encoded payload (for payloads over 128 KiB)
   KITEBENCH_OUTPUT_DIR          where result.json goes (default: the current directory)
+  KITEBENCH_RESULT_KEY          the per-job key that signs result.json (removed from the env at
+                                start; children never see it)
+  KITEBENCH_INPUT=stdin         the key and the payload come on stdin instead: the key's line,
+                                then the encoded payload (the local backend: nothing on disk or in
+                                an environment another process of the user could read)
   KITEBENCH_MAX_PAYLOAD_BYTES   cap on the decompressed payload (default 64 MiB)
   KITEBENCH_WORK_DIR            where per-run private work dirs are made (default: the temp dir)
   KITEBENCH_VLLM_PYTHON         model path: the interpreter with vLLM installed (default: this one)
@@ -25,8 +30,12 @@ from typing import Any
 from runner import codec
 from runner.context import Interrupted, RunContext
 from runner.contract import FullResult, RunnerExit
-from runner.resultio import exit_code_for, write_result
+from runner.kernels.process import hide_from_same_user
+from runner.resultio import KEY_ENV, exit_code_for, write_result
 from runner.system import collect_system
+
+#: Bytes read from stdin at most with KITEBENCH_INPUT=stdin (the key line + an encoded payload).
+_STDIN_CAP = 256 * 1024 * 1024
 
 
 def _raise_interrupted(signum: int, _frame: Any) -> None:
@@ -44,13 +53,28 @@ def execute(payload: Any, ctx: RunContext) -> FullResult:
     return run_kernel(payload, ctx)
 
 
+def _read_stdin() -> tuple[str | None, bytes]:
+    data = sys.stdin.buffer.read(_STDIN_CAP + 1)
+    key, _, rest = data.partition(b"\n")
+    return (key.decode("ascii", "replace").strip() or None), rest
+
+
 def run(env: Mapping[str, str]) -> tuple[FullResult, RunnerExit]:
     out_dir = Path(env.get("KITEBENCH_OUTPUT_DIR") or os.getcwd())
-    ctx = RunContext(env=env, output_dir=out_dir)
+    key = _valid_key(env.get(KEY_ENV))
+    env = {k: v for k, v in env.items() if k != KEY_ENV}
+    os.environ.pop(KEY_ENV, None)  # nothing started from here inherits it
+    stdin_payload: bytes | None = None
+    if env.get("KITEBENCH_INPUT") == "stdin":
+        stdin_key, stdin_payload = _read_stdin()
+        key = _valid_key(stdin_key) or key
+    ctx = RunContext(env=env, output_dir=out_dir, key=key)
     try:
         max_bytes = _max_bytes(env)
         text: str | bytes | None = env.get("SUBMISSION_PAYLOAD")
-        if text is None and env.get("KITEBENCH_PAYLOAD_FILE"):
+        if stdin_payload is not None:
+            text = stdin_payload
+        elif text is None and env.get("KITEBENCH_PAYLOAD_FILE"):
             text = codec.read_payload_file(env["KITEBENCH_PAYLOAD_FILE"], max_bytes=max_bytes)
         payload = codec.decode(text, max_bytes=max_bytes)
         result = execute(payload, ctx)
@@ -64,8 +88,19 @@ def run(env: Mapping[str, str]) -> tuple[FullResult, RunnerExit]:
         result = FullResult.failure(
             f"internal error: {type(e).__name__}: {e}", "internal", RunnerExit.INTERNAL
         )
-    write_result(result, out_dir)
+    write_result(result, out_dir, key=key)
     return result, exit_code_for(result)
+
+
+def _valid_key(raw: str | None) -> str | None:
+    """A hex key, or None (a malformed one signs nothing: the reader then refuses the result)."""
+    if not raw:
+        return None
+    try:
+        bytes.fromhex(raw)
+    except ValueError:
+        return None
+    return raw
 
 
 def _max_bytes(env: Mapping[str, str]) -> int:
@@ -103,6 +138,9 @@ def _interrupted(ctx: RunContext, e: Interrupted) -> FullResult:
 
 
 def main() -> int:
+    # First, before the key or the payload is read: processes of the same user can then neither
+    # ptrace the runner nor read its /proc/<pid>/environ, mem or fds.
+    hide_from_same_user()
     previous = {s: signal.signal(s, _raise_interrupted) for s in (signal.SIGTERM, signal.SIGINT)}
     try:
         result, code = run(os.environ)

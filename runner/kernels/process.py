@@ -21,6 +21,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from runner.kernels.capture import DEFAULT_OUTPUT_CAP, HeadBuffer, PipeReader, TailBuffer
+from runner.sandbox import Sandbox, _alive
 
 #: Bytes of POPCORN_FD protocol output kept per run (the harness's lines, not the logs).
 POPCORN_CAP = 4 * 1024 * 1024
@@ -112,7 +113,8 @@ def kill_descendants(
     while True:
         procs = _scan()
         tree = _descendants(me, procs, keep)
-        live = [p for p in tree if procs[p][1] not in ("Z", "X")]
+        # a leader that called the exit syscall shows Z while its other threads run on
+        live = [p for p in tree if procs[p][1] not in ("Z", "X") or _alive(p)]
         for pid in live:
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.kill(pid, signal.SIGKILL)
@@ -177,13 +179,20 @@ def run_process(
     output_cap: int = DEFAULT_OUTPUT_CAP,
     popcorn_cap: int = POPCORN_CAP,
     timeout_exit_code: int = 114,
+    sandbox: Sandbox | None = None,
+    writable: Sequence[str | os.PathLike[str]] = (),
+    share_net: bool = False,
 ) -> ProcessOutcome:
     """Run ``argv`` to completion or ``timeout_s``; kill its whole tree either way.
 
     With ``popcorn`` the child gets ``POPCORN_FD`` (the write end of a pipe the runner reads).
-    A timed-out process gets ``timeout_exit_code`` and ``duration == timeout_s``."""
+    With ``sandbox`` it runs as the submission (its uid, its namespaces) and every process of
+    that uid is killed afterwards. A timed-out process gets ``timeout_exit_code`` and
+    ``duration == timeout_s``."""
     become_subreaper()
     command = " ".join(argv)
+    sandbox = sandbox or Sandbox(mode="none")
+    full_argv = sandbox.command(argv, cwd=cwd, writable=writable, share_net=share_net)
     env = dict(env)
     keep = children_now()
     out = TailBuffer(output_cap)
@@ -211,7 +220,7 @@ def run_process(
         start = time.monotonic()
         try:
             proc = subprocess.Popen(
-                list(argv),
+                full_argv,
                 cwd=cwd,
                 env=env,
                 stdin=subprocess.DEVNULL,
@@ -219,8 +228,9 @@ def run_process(
                 stderr=err_w,
                 pass_fds=pass_fds,
                 start_new_session=True,  # the terminal's Ctrl-C goes to the runner, not to it
+                **sandbox.popen_kwargs(),
             )
-        except OSError as e:
+        except (OSError, subprocess.SubprocessError) as e:
             for fd in fds:
                 os.close(fd)
             fds.clear()
@@ -248,7 +258,10 @@ def run_process(
             leftovers, survivors = 0, []
             if proc is not None:
                 main_alive = proc.poll() is None
+                by_uid, uid_survivors = sandbox.kill_all(protect=proc.pid)
                 leftovers, survivors = kill_descendants(keep=keep, protect=proc.pid)
+                leftovers = max(leftovers, by_uid)
+                survivors = sorted(set(survivors) | set(uid_survivors))
                 if main_alive:
                     leftovers -= 1  # the main process itself is not a leftover
                 proc.wait()

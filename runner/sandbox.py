@@ -1,0 +1,379 @@
+"""Where submitted code runs: its own uid, its own namespaces where they can be had, and a kill
+that leaves nothing of it alive.
+
+The rule (docs/vendor-host.md, "Threat model"): the code that writes the verdict (the runner) and
+the submitted code never share a uid, a writable path or a process tree. One :class:`Sandbox` is
+chosen per job by :func:`from_env` and used for every process that runs submitted code (the task
+harness that imports the submission, nvcc on submitted sources, a vLLM fork's install and server).
+
+Modes, strongest first:
+
+``uid+ns``  the runner can change uid (CAP_SETUID/SETGID/KILL: the container, started as root
+            with only those capabilities and CHOWN; or process isolation as root) AND bubblewrap
+            works: the submission runs as an unprivileged uid of its own inside new pid, mount,
+            ipc, uts and (optionally) net namespaces.
+``uid``     the uid change alone (inside a container, whose seccomp profile refuses new
+            namespaces). The submission cannot signal, ``prlimit``, ptrace or write anything of
+            the runner's; after each run every process of its uid is killed, then checked gone.
+``ns``      bubblewrap as a normal user (unprivileged user namespaces): the same uid, but the
+            submission sees none of the runner's processes (pid namespace: nothing to signal or
+            ``prlimit``), writes only its work dir and a private /tmp (mount namespace) and its
+            pid namespace dies with it.
+``none``    neither is available: ``process (not hardened)``. The verdict is still signed with a
+            key the submission never sees (runner.verdict), so it cannot be forged, but the
+            submission can disturb the runner (signals, rlimits) and write where its user can.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import signal
+import stat
+import subprocess
+import sys
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+Mode = Literal["uid+ns", "uid", "ns", "none"]
+
+#: The submission's uid:gid (set by the host for the container, by the local backend as root).
+ENV_UID = "KITEBENCH_SANDBOX_UID"
+ENV_GID = "KITEBENCH_SANDBOX_GID"
+#: ``0`` turns the namespace layer off (the container: docker's seccomp profile refuses it anyway).
+ENV_NAMESPACES = "KITEBENCH_SANDBOX_NAMESPACES"
+#: How long :meth:`Sandbox.kill_all` keeps killing before it reports survivors.
+KILL_DEADLINE_S = 10.0
+#: The uid a root-started sandbox takes inside its user namespace when it has no uid of its own.
+NOBODY = 65534
+
+_CAP_KILL, _CAP_SETGID, _CAP_SETUID = 5, 6, 7
+
+
+def _effective_caps() -> int:
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("CapEff:"):
+                    return int(line.split()[1], 16)
+    except (OSError, ValueError):
+        pass
+    return 0
+
+
+def can_change_uid() -> bool:
+    """True when this process may start children under another uid and kill them."""
+    caps = _effective_caps()
+    return all(caps & (1 << c) for c in (_CAP_KILL, _CAP_SETGID, _CAP_SETUID))
+
+
+_bwrap_ok: dict[tuple[str, int | None], bool] = {}
+
+
+def bwrap_path() -> str | None:
+    return shutil.which("bwrap")
+
+
+def bwrap_works(bwrap: str, uid: int | None = None, gid: int | None = None) -> bool:
+    """bubblewrap can make its namespaces here (as ``uid`` when given): kernels and container
+    runtimes may refuse unprivileged user namespaces. Probed once per uid."""
+    key = (bwrap, uid)
+    if key not in _bwrap_ok:
+        kw: dict[str, Any] = {}
+        if uid is not None:
+            kw = {"user": uid, "group": gid if gid is not None else uid, "extra_groups": []}
+        try:
+            done = subprocess.run(
+                [bwrap, "--ro-bind", "/", "/", "--proc", "/proc", "--dev", "/dev",
+                 "--unshare-all", "--die-with-parent", "--", "/bin/true"],
+                stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                timeout=10, **kw,
+            )
+            _bwrap_ok[key] = done.returncode == 0
+        except (OSError, subprocess.SubprocessError, PermissionError):
+            _bwrap_ok[key] = False
+    return _bwrap_ok[key]
+
+
+@dataclass(frozen=True)
+class Sandbox:
+    """How this job starts submitted code; see the module docstring for the modes."""
+
+    mode: Mode
+    uid: int | None = None
+    gid: int | None = None
+    bwrap: str | None = None
+    #: Paths the submission must not even see (bound over with an empty tmpfs in ``ns`` modes).
+    hidden: tuple[str, ...] = field(default=())
+
+    # -- facts -----------------------------------------------------------------------------
+
+    @property
+    def separate_uid(self) -> bool:
+        return self.uid is not None
+
+    @property
+    def namespaces(self) -> bool:
+        return self.bwrap is not None
+
+    @property
+    def hardened(self) -> bool:
+        return self.mode != "none"
+
+    def describe(self) -> dict[str, Any]:
+        """What goes into ``kitebench.isolation.sandbox`` (and the report)."""
+        meaning = {
+            "uid+ns": "own uid and namespaces: cannot signal, limit, trace or write the runner",
+            "uid": "own uid: cannot signal, limit, trace or write the runner",
+            "ns": "own namespaces (same uid): cannot see the runner's processes or files",
+            "none": "not hardened: the verdict is signed, but the submission shares the "
+            "runner's uid and can disturb it",
+        }[self.mode]
+        return {"mode": self.mode, "uid": self.uid, "hardened": self.hardened, "meaning": meaning}
+
+    # -- starting ----------------------------------------------------------------------------
+
+    def popen_kwargs(self) -> dict[str, Any]:
+        """Keywords for ``subprocess.Popen``: the uid change (done in the child before exec)."""
+        if self.uid is None:
+            return {}
+        return {"user": self.uid, "group": self.gid, "extra_groups": [], "umask": 0o077}
+
+    def command(
+        self,
+        argv: Sequence[str],
+        *,
+        cwd: str | os.PathLike[str],
+        writable: Sequence[str | os.PathLike[str]] = (),
+        share_net: bool = False,
+    ) -> list[str]:
+        """``argv`` wrapped for this sandbox: in ``ns`` modes a bubblewrap command line that
+        sees the machine read-only, ``cwd`` and ``writable`` read-write, a private /tmp and
+        /dev/shm, no network but loopback (unless ``share_net``), and dies with its parent."""
+        if self.bwrap is None:
+            return list(argv)
+        cmd = [self.bwrap, "--ro-bind", "/", "/", "--dev", "/dev", "--proc", "/proc",
+               "--tmpfs", "/tmp", "--tmpfs", "/dev/shm"]
+        for path in self.hidden:
+            if os.path.isdir(path):
+                cmd += ["--tmpfs", str(path)]
+        for path in (cwd, *writable):
+            cmd += ["--bind", str(path), str(path)]
+        cmd += ["--unshare-user", "--unshare-pid", "--unshare-ipc", "--unshare-uts",
+                "--unshare-cgroup-try", "--cap-drop", "ALL"]
+        if self.uid is None and os.geteuid() == 0:
+            # no uid of its own (the interpreter is not reachable by other uids): at least an
+            # unprivileged uid inside its user namespace, with no capability anywhere
+            cmd += ["--uid", str(NOBODY), "--gid", str(NOBODY)]
+        if not share_net:
+            cmd.append("--unshare-net")
+        cmd += ["--die-with-parent", "--new-session", "--chdir", str(cwd), "--", *argv]
+        return cmd
+
+    def give(self, path: str | os.PathLike[str]) -> None:
+        """Hand a fresh work dir to the submission's uid (it must write there, the runner not)."""
+        if self.uid is not None:
+            os.chown(path, self.uid, self.gid if self.gid is not None else self.uid)
+            os.chmod(path, 0o700)
+
+    def home_env(self, work: str | os.PathLike[str]) -> dict[str, str]:
+        """HOME/TMPDIR in the work dir, no user site dir: nothing one run leaves (a ``.pth``
+        file, a cache) is found by the next."""
+        work = str(work)
+        return {"HOME": work, "TMPDIR": work, "PYTHONNOUSERSITE": "1",
+                "XDG_CACHE_HOME": os.path.join(work, ".cache")}
+
+    # -- stopping ----------------------------------------------------------------------------
+
+    def kill_all(
+        self, *, protect: int | None = None, deadline_s: float = KILL_DEADLINE_S
+    ) -> tuple[int, list[int]]:
+        """SIGKILL every process of the submission's uid until none is alive (zombie leaders
+        whose other threads still run count as alive), reaping those that were our children
+        except ``protect`` (a Popen child, which Popen reaps). (killed, survivors). Without a uid
+        of its own there is nothing to find by uid: (0, [])."""
+        if self.uid is None or self.uid == os.getuid():
+            return 0, []
+        killed: set[int] = set()
+        end = time.monotonic() + deadline_s
+        delay = 0.001
+        while True:
+            live = [pid for pid in _pids_of_uid(self.uid) if _alive(pid)]
+            for pid in live:
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    os.kill(pid, signal.SIGKILL)
+                killed.add(pid)
+            _reap_zombies(self.uid, protect)
+            if not live:
+                return len(killed), []
+            if time.monotonic() > end:
+                return len(killed), live
+            time.sleep(delay)
+            delay = min(delay * 2, 0.05)
+
+    def remove_tree(self, path: str | os.PathLike[str]) -> None:
+        """Remove a work dir the submission owned and may have locked (chmod 000, read-only
+        files), touching nothing outside it."""
+        remove_tree(Path(path))
+
+
+def reachable_by_others(paths: Sequence[str]) -> bool:
+    """Every path (and each of its parent dirs) can be searched and read by any user: another
+    uid can run this interpreter and import this package (an interpreter under a 0700 /root,
+    as pyenv installs it, cannot be run by another uid)."""
+    for path in paths:
+        p = os.path.realpath(path)
+        while True:
+            try:
+                mode = os.stat(p).st_mode
+            except OSError:
+                return False
+            need = stat.S_IXOTH | stat.S_IROTH if stat.S_ISDIR(mode) else stat.S_IROTH
+            if mode & need != need:
+                return False
+            parent = os.path.dirname(p)
+            if parent == p:
+                break
+            p = parent
+    return True
+
+
+def _runtime_paths() -> list[str]:
+    import sysconfig
+
+    import runner
+
+    paths = [sys.executable, sys.prefix, sys.base_prefix,
+             str(Path(runner.__file__).resolve().parent)]
+    paths += [v for k, v in sysconfig.get_paths().items() if k in ("purelib", "platlib")]
+    return [p for p in paths if p]
+
+
+def from_env(env: Mapping[str, str], *, hidden: Sequence[str] = ()) -> Sandbox:
+    """The strongest sandbox this process can make, as configured by ``env``."""
+    uid: int | None = None
+    gid: int | None = None
+    raw = (env.get(ENV_UID) or "").strip()
+    if raw and can_change_uid() and reachable_by_others(_runtime_paths()):
+        try:
+            uid = int(raw)
+            gid = int((env.get(ENV_GID) or raw).strip())
+        except ValueError:
+            uid = gid = None
+        if uid == 0 or uid == os.getuid():
+            uid = gid = None  # never "separate" the submission into the runner's own uid
+    bwrap = None
+    if (env.get(ENV_NAMESPACES) or "1").strip() != "0":
+        path = bwrap_path()
+        if path and bwrap_works(path, uid, gid):
+            bwrap = path
+    if uid is not None:
+        mode: Mode = "uid+ns" if bwrap else "uid"
+    else:
+        mode = "ns" if bwrap else "none"
+    return Sandbox(mode=mode, uid=uid, gid=gid, bwrap=bwrap, hidden=tuple(hidden))
+
+
+# ---------------------------------------------------------------------------------------------
+# /proc helpers
+# ---------------------------------------------------------------------------------------------
+
+
+def _pids_of_uid(uid: int) -> list[int]:
+    """Processes (thread groups) whose real or effective uid is ``uid``."""
+    found = []
+    for name in os.listdir("/proc"):
+        if not name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{name}/status", "rb") as f:
+                for line in f:
+                    if line.startswith(b"Uid:"):
+                        real, eff = (int(x) for x in line.split()[1:3])
+                        if uid in (real, eff):
+                            found.append(int(name))
+                        break
+        except (OSError, ValueError):
+            continue
+    return found
+
+
+def _alive(pid: int) -> bool:
+    """Any thread of the group still running? A leader that called the exit syscall shows ``Z``
+    while its other threads go on: state of the leader alone is not enough."""
+    try:
+        tasks = os.listdir(f"/proc/{pid}/task")
+    except OSError:
+        return False
+    for tid in tasks:
+        try:
+            with open(f"/proc/{pid}/task/{tid}/stat", "rb") as f:
+                data = f.read()
+        except OSError:
+            continue
+        state = data[data.rfind(b")") + 2 :][:1]
+        if state not in (b"Z", b"X"):
+            return True
+    return False
+
+
+def _reap_zombies(uid: int, protect: int | None) -> None:
+    """Reap exited processes of ``uid`` that are our children (re-parented to us: we are PID 1
+    or a subreaper), never ``protect``, never a child of another uid (another thread's Popen)."""
+    me = os.getpid()
+    for pid in _pids_of_uid(uid):
+        if pid == protect:
+            continue
+        try:
+            with open(f"/proc/{pid}/stat", "rb") as f:
+                data = f.read()
+        except OSError:
+            continue
+        rest = data[data.rfind(b")") + 2 :].split()
+        if len(rest) > 1 and rest[0] in (b"Z", b"X") and int(rest[1]) == me:
+            with contextlib.suppress(ChildProcessError, OSError):
+                os.waitpid(pid, os.WNOHANG)
+
+
+def remove_tree(root: Path) -> None:
+    """``rm -rf root`` that works on a tree its owner locked: each dir is taken back (chown when
+    we may, chmod 0700) before it is listed. Only ``root`` and what is below it are changed."""
+    me = os.geteuid()
+
+    def take(d: str) -> None:
+        with contextlib.suppress(OSError):
+            st = os.lstat(d)
+            if st.st_uid != me:
+                os.lchown(d, me, -1)
+        with contextlib.suppress(OSError):
+            os.chmod(d, stat.S_IRWXU)
+
+    def walk(d: str) -> None:
+        take(d)
+        try:
+            entries = list(os.scandir(d))
+        except OSError:
+            return
+        for e in entries:
+            try:
+                if e.is_dir(follow_symlinks=False):
+                    walk(e.path)
+                    os.rmdir(e.path)
+                else:
+                    os.unlink(e.path)
+            except OSError:
+                pass
+
+    if not os.path.lexists(root):
+        return
+    if os.path.islink(root) or not os.path.isdir(root):
+        with contextlib.suppress(OSError):
+            os.unlink(root)
+        return
+    walk(str(root))
+    with contextlib.suppress(OSError):
+        os.rmdir(root)
