@@ -348,7 +348,19 @@ BREAKAGES = {
         lambda f: _dropin_sets(f, "Environment=BUILDKITE_NO_PLUGINS=false"),
         "agent-lockdown",
         (),
-        "kitebench-agent@1.service: BUILDKITE_NO_PLUGINS='false', want true",
+        "kitebench-agent@1.service: its drop-in sets BUILDKITE_NO_PLUGINS='false'",
+    ),
+    "a drop-in points the agent at other hooks": (
+        lambda f: _dropin_sets(f, "Environment=BUILDKITE_HOOKS_PATH=/var/lib/buildkite-agent"),
+        "agent-lockdown",
+        (),
+        "kitebench-agent@1.service: its drop-in sets BUILDKITE_HOOKS_PATH",
+    ),
+    "no hooks path": (
+        lambda f: _edit(f.root / TEMPLATE_UNIT, "Environment=BUILDKITE_HOOKS_PATH=", "X="),
+        "agent-lockdown",
+        (),
+        "no BUILDKITE_HOOKS_PATH",
     ),
 }
 

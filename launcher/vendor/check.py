@@ -41,6 +41,7 @@ LOCKDOWN_ON = (
     "BUILDKITE_NO_PLUGINS",
     "BUILDKITE_ENABLE_ENVIRONMENT_VARIABLE_ALLOWLIST",
 )
+JWKS_KEY = "BUILDKITE_AGENT_VERIFICATION_JWKS_FILE"
 
 
 class Status(StrEnum):
@@ -433,22 +434,27 @@ class Checker:
         return CheckResult(name, Status.PASS, f"{', '.join(HOOKS)} in {hooks_dir}, root's", data)
 
     def check_lockdown(self) -> CheckResult:
-        """The agent options that keep code other than `kitebench job` off the host: no local
-        hooks, no plugins, the env allow-list. Signed pipelines are reported (optional)."""
+        """The agent options that keep code other than `kitebench job` off the host: the hooks
+        path, no local hooks, no plugins, the env allow-list. Signed pipelines are reported."""
         name = "agent-lockdown"
         if not (self.unit_dir() / AGENT_UNIT).is_file():
             return CheckResult(name, Status.SKIP, f"{AGENT_UNIT} missing")
         template = self.agent_environment()
         problems = []
-        # A drop-in can override the template: judge each agent's effective environment.
-        scopes = {AGENT_UNIT: template} | {
-            agent_instance(a.index): template | a.env for a in self.agents()
-        }
-        for unit, env in scopes.items():
-            for key in LOCKDOWN_ON:
-                if env.get(key, "").lower() not in ("true", "1"):
-                    problems.append(f"{unit}: {key}={env.get(key, '')!r}, want true")
-        jwks = template.get("BUILDKITE_AGENT_VERIFICATION_JWKS_FILE", "")
+        if not template.get("BUILDKITE_HOOKS_PATH"):
+            problems.append(f"{AGENT_UNIT}: no BUILDKITE_HOOKS_PATH (the job policy hooks)")
+        for key in LOCKDOWN_ON:
+            if template.get(key, "").lower() not in ("true", "1"):
+                problems.append(f"{AGENT_UNIT}: {key}={template.get(key, '')!r}, want true")
+        # A drop-in's Environment= overrides the template's for that agent.
+        for a in self.agents():
+            for key in (*LOCKDOWN_ON, "BUILDKITE_HOOKS_PATH", JWKS_KEY):
+                if key in a.env and a.env[key] != template.get(key):
+                    problems.append(
+                        f"{agent_instance(a.index)}: its drop-in sets {key}={a.env[key]!r}"
+                        f" over the template's {template.get(key)!r}"
+                    )
+        jwks = template.get(JWKS_KEY, "")
         data = {"signed_pipelines": bool(jwks), "verification_jwks_file": jwks or None}
         if jwks:
             p = self.host.path(jwks)
