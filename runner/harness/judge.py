@@ -125,7 +125,11 @@ class RemoteKernel:
         self.w.send_bytes(self._last_raw)
         raw = self.w.recv_bytes()
         if raw != self._last_reply_raw:
-            self._last_reply_raw, self.reply = raw, load(raw)
+            try:
+                self.reply = load(raw)
+            except ValueError as e:  # not the worker's code talking any more
+                self.w._gone(f"it sent a malformed reply ({e})")
+            self._last_reply_raw = raw
 
     def collect(self) -> Any:
         """Pause the worker, then decode a private copy of its output."""
