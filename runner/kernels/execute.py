@@ -17,6 +17,7 @@ from runner.contract import (
     EvalResult,
     FullResult,
     HarnessExit,
+    IntegrityCheck,
     KitebenchInfo,
     Phase,
     ProfileResult,
@@ -30,6 +31,7 @@ from runner.contract import (
     runs_passed,
 )
 from runner.kernels import compile as nvcc
+from runner.kernels import integrity
 from runner.kernels.environment import child_env
 from runner.kernels.judged import judge_options, run_judged
 from runner.kernels.process import (
@@ -206,6 +208,8 @@ class _Job:
         self.step = "setup"
         #: Where the per-run work dirs go (default: the temp dir).
         self.work_base = ctx.env.get("KITEBENCH_WORK_DIR") or None
+        #: Cross-checks of the harness's numbers (runner.kernels.integrity).
+        self.integrity: list[IntegrityCheck] = []
 
     def phase(self, name: str, start: dt.datetime, ok: bool, detail: str = "") -> None:
         end = _now()
@@ -235,6 +239,11 @@ class _Job:
                     break
             else:
                 error, stage = "no run finished", "run"
+        # the cross-checks (runner.kernels.integrity): one fail and the job has not passed
+        failed = [c for c in self.integrity if c.verdict == "fail"]
+        if passed and failed:
+            passed, stage = False, "run"
+            error = f"integrity check {failed[0].check} failed: {failed[0].detail}"[:500]
         scored = [ev.run for n, ev in self.runs.items() if n in ("benchmark", "leaderboard")]
         value = score(scored[-1].result, self.payload.ranking_by) if passed and scored else None
         self.details["runner_max_rss_mib"] = peak_rss_mib()
@@ -257,6 +266,7 @@ class _Job:
                 warnings=list(self.warnings),
                 details=dict(self.details),
                 isolation={"sandbox": self.sandbox.describe()},
+                integrity=list(self.integrity),
             ),
         )
 
@@ -371,6 +381,7 @@ def _run_all(
         job.ctx.checkpoint(job.result(), after=name)
         if not run.passed:
             break
+    integrity.after_runs(payload, job, env, prepare)
 
 
 def _start_run(
