@@ -237,6 +237,10 @@ def after_runs(
             checks.append(check)
 
     guarded("static_scan", lambda: static_scan(payload))
+    fallback = next((ev.run.result["judge"] for ev in job.runs.values()
+                     if ev.run is not None and "judge" in ev.run.result), None)
+    if fallback is not None:  # the built-in harness could not judge (CUDA inputs)
+        checks.append(IntegrityCheck(check="judge", verdict="warn", detail=fallback[:400]))
     finished = [n for n, ev in job.runs.items() if ev.run is not None and ev.run.passed]
     timed = [n for n in ("leaderboard", "benchmark") if n in finished]
     if timed:
