@@ -115,3 +115,72 @@ def test_honest_leaderboard_passes_every_check(runner_env) -> None:
     assert run.result.kitebench.passed, (run.result.error, checks)
     assert {k: c.verdict for k, c in checks.items()} == {
         "static_scan": "pass", "physical_floor": "pass", "secret_recheck": "pass"}
+
+
+#: A foreign harness that times honestly, in the submission's process (the field's way).
+TIMING_EVAL = """
+import os, sys, time
+from reference import generate_input, ref_kernel
+from submission import custom_kernel
+import numpy as np
+mode, path = sys.argv[1], sys.argv[2]
+cases = [dict((k.strip(), int(v)) for k, v in (p.split(":") for p in l.split(";")))
+         for l in open(path) if l.strip()]
+fd = int(os.environ["POPCORN_FD"])
+seed = int(os.environ.get("POPCORN_SEED", "0"))
+kind = "test" if mode == "test" else "benchmark"
+out = [f"{kind}-count: {len(cases)}"]
+ok = True
+for i, c in enumerate(cases):
+    c["seed"] = c.get("seed", 0) + seed
+    data = generate_input(**c)
+    good = np.allclose(custom_kernel(data), ref_kernel(data), rtol=1e-5, atol=1e-5)
+    ok = ok and good
+    out.append(f"{kind}.{i}.status: {'pass' if good else 'fail'}")
+    if kind == "benchmark":
+        ts = []
+        for _ in range(20):
+            t0 = time.perf_counter_ns()
+            custom_kernel(data)
+            ts.append(time.perf_counter_ns() - t0)
+        out.append(f"benchmark.{i}.mean: {sum(ts) / len(ts)}")
+out.append(f"check: {'pass' if ok else 'fail'}")
+os.write(fd, ("\\n".join(out) + "\\n").encode())
+sys.exit(0 if ok else 112)
+"""
+
+#: Correct, but tells the foreign harness every call took a thousandth of its time.
+CLOCK_DIVIDED = """
+import time
+_real = time.perf_counter_ns
+time.perf_counter_ns = lambda: _real() // 1000
+
+def custom_kernel(data):
+    a, b = data
+    return a + b
+"""
+
+
+def test_reference_ceiling_fails_a_patched_clock_in_a_foreign_harness(runner_env) -> None:
+    payload = py_payload(
+        TIMING_EVAL, files={"reference.py": REFERENCE, "submission.py": CLOCK_DIVIDED},
+        mode="leaderboard", tests=[{"size": 127, "seed": 1}],
+        benchmarks=[{"size": 1 << 18, "seed": 2}])
+    run = run_runner(payload, runner_env)
+    checks = _checks(run)
+    assert all(ev.run.passed for ev in run.result.runs.values())  # the harness was fooled
+    assert checks["reference_ceiling"].verdict == "fail", checks["reference_ceiling"].detail
+    assert checks["static_scan"].verdict == "warn"
+    assert not run.result.kitebench.passed
+
+
+def test_reference_ceiling_passes_an_honest_foreign_run(runner_env) -> None:
+    payload = py_payload(
+        TIMING_EVAL, files={"reference.py": REFERENCE, "submission.py": CORRECT},
+        mode="leaderboard", tests=[{"size": 127, "seed": 1}],
+        benchmarks=[{"size": 1 << 18, "seed": 2}])
+    run = run_runner(payload, runner_env)
+    checks = _checks(run)
+    assert run.result.kitebench.passed, (run.result.error, checks)
+    assert checks["reference_ceiling"].verdict == "pass"
+    assert checks["secret_recheck"].verdict == "pass"

@@ -9,7 +9,8 @@ outside, with what the runner owns:
   process and work dir; they must pass (the field's secret run; defeats answers keyed on seeds);
 - ``physical_floor``: task.yml's bytes/flops per case over the machine's peak rates give a time
   no kernel can beat; a reported mean below it fails;
-- ``reference_ceiling``: (see docs/harness.md; not built yet).
+- ``reference_ceiling``: (foreign harnesses, ranked runs) the task's harness on a shim submission
+  that calls the reference, in a clean process; a claimed speedup above the ceiling fails.
 
 A ``fail`` makes the run not passed (``_Job.result``); ``warn`` is reported only.
 """
@@ -20,13 +21,15 @@ import ast
 import math
 import re
 import secrets
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from runner.contract import CuPayload, IntegrityCheck, PyPayload
-from runner.kernels.workdir import CASES_NAME, cases_text, private_dir
+from runner.contract import CuPayload, IntegrityCheck, PyPayload, RunResult
+from runner.kernels.judged import judge_options
+from runner.kernels.workdir import CASES_NAME, cases_text, private_dir, write_files
 
 if TYPE_CHECKING:
     from runner.kernels.execute import _Job
@@ -83,22 +86,29 @@ def static_scan(payload: KernelPayload) -> IntegrityCheck:
 # ---------------------------------------------------------------------------------------------
 
 
+def rerun(payload: KernelPayload, job: _Job, env: dict[str, str],
+          prepare: Callable[[Path], list[str]], name: str) -> RunResult:
+    """One more run of ``name``'s cases in a new work dir and process, as the runs were made."""
+    from runner.kernels.execute import _run_result, _start_run, cases_for_run
+
+    with private_dir(base=job.work_base) as wd:
+        argv = prepare(wd)
+        (wd / CASES_NAME).write_text(cases_text(cases_for_run(payload, name)), encoding="utf-8")
+        job.sandbox.give(wd)
+        run_env = dict(env)
+        if job.sandbox.separate_uid:
+            run_env.update(job.sandbox.home_env(wd))
+        return _run_result(_start_run(payload, job, argv, name, wd, run_env))
+
+
 def secret_recheck(
     payload: KernelPayload, job: _Job, env: dict[str, str], prepare: Callable[[Path], list[str]]
 ) -> IntegrityCheck:
     """The tests again, seeded with a secret the submission has never seen, in a new process."""
-    from runner.kernels.execute import _run_result, _start_run, cases_for_run, describe_failure
+    from runner.kernels.execute import describe_failure
 
     seed = secrets.randbelow(2**31 - 2) + 1
-    with private_dir(base=job.work_base) as wd:
-        argv = prepare(wd)
-        (wd / CASES_NAME).write_text(cases_text(cases_for_run(payload, "test")),
-                                     encoding="utf-8")
-        job.sandbox.give(wd)
-        run_env = {**env, "POPCORN_SEED": str(seed)}
-        if job.sandbox.separate_uid:
-            run_env.update(job.sandbox.home_env(wd))
-        run = _run_result(_start_run(payload, job, argv, "test", wd, run_env))
+    run = rerun(payload, job, {**env, "POPCORN_SEED": str(seed)}, prepare, "test")
     if run.passed:
         return IntegrityCheck(check="secret_recheck", verdict="pass",
                               detail=f"tests passed again with a fresh secret seed ({run.duration:.2f} s)")
@@ -113,6 +123,50 @@ def job_now() -> Any:
     import datetime as dt
 
     return dt.datetime.now(dt.UTC)
+
+
+# ---------------------------------------------------------------------------------------------
+# reference ceiling
+# ---------------------------------------------------------------------------------------------
+
+SHIM = """# kitebench's reference-ceiling shim: the task's reference as the submission
+from {module} import {function} as _reference
+
+
+def custom_kernel(data):
+    return _reference(data)
+"""
+
+
+def reference_ceiling(payload: KernelPayload, job: _Job, env: dict[str, str],
+                      claimed_s: float) -> IntegrityCheck | None:
+    """The task's own harness on a shim submission that calls the reference, in a clean
+    process: a claimed speedup over it above the ceiling fails (warns above warn_ceiling)."""
+    from runner.kernels.execute import score
+
+    cfg = payload.integrity
+    subs = [n for n in submission_files(payload) if n.endswith(".py")]
+    if not isinstance(payload, PyPayload) or len(subs) != 1:
+        return None
+    module, function = cfg.reference.split(":", 1)
+    sources = {**payload.sources, subs[0]: SHIM.format(module=module, function=function)}
+    shim = payload.model_copy(update={"sources": sources})
+
+    def prepare(wd: Path) -> list[str]:
+        write_files(wd, sources)
+        return [sys.executable, payload.main]
+
+    run = rerun(shim, job, env, prepare, "benchmark")
+    ref_s = score(run.result, payload.ranking_by) if run.passed else None
+    if ref_s is None:
+        return IntegrityCheck(check="reference_ceiling", verdict="warn",
+                              detail="the reference could not be timed by the task's harness")
+    speedup = ref_s / claimed_s if claimed_s > 0 else math.inf
+    text = (f"{speedup:.3g}x the reference ({claimed_s * 1e6:.4g} µs vs {ref_s * 1e6:.4g} µs;"
+            f" fail above {cfg.ceiling:g}x, warn above {cfg.warn_ceiling:g}x)")
+    verdict = ("fail" if speedup > cfg.ceiling else
+               "warn" if speedup > cfg.warn_ceiling else "pass")
+    return IntegrityCheck(check="reference_ceiling", verdict=verdict, detail=text)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -248,6 +302,12 @@ def after_runs(
         assert run is not None
         guarded("physical_floor", lambda: physical_floor(
             payload, run.result, cases_for_run(payload, timed[0])))
+    claimed = job.result().kitebench.score
+    foreign = judge_options(payload) is None
+    if ("leaderboard" in finished and foreign and claimed is not None
+            and payload.integrity.reference_ceiling):
+        job.step = "reference ceiling"
+        guarded("reference_ceiling", lambda: reference_ceiling(payload, job, env, claimed))
     if "leaderboard" in finished and payload.integrity.secret_recheck:
         job.step = "secret recheck"
         guarded("secret_recheck", lambda: secret_recheck(payload, job, env, prepare))
