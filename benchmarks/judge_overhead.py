@@ -1,7 +1,8 @@
 """What the built-in harness's judge costs per call, on the CPU.
 
 For a null kernel and for vectoradd (NumPy) at several sizes, in this process acting as the judge
-(the same code as ``eval.py``'s ``main()``), with the worker in sandbox mode ``none``:
+(the same code as ``eval.py``'s ``main()``), with the worker in sandbox mode ``none`` (``KITEBENCH_BENCH_SANDBOX=env``: the mode
+this machine's runner would choose):
 
 - ``in-process``: the kernel timed in one process (the field's harness), median ns;
 - ``judged raw``: the judge's clock around the call to the worker (send → reply), median ns;
@@ -27,7 +28,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from runner.harness.judge import RemoteKernel, calibrate  # noqa: E402
 from runner.harness.workerproc import WorkerProcess  # noqa: E402
-from runner.sandbox import Sandbox  # noqa: E402
+from runner.sandbox import Sandbox, from_env  # noqa: E402
+
+#: ``KITEBENCH_BENCH_SANDBOX=env`` to measure with the job's sandbox instead.
+SANDBOX = (from_env(os.environ) if os.environ.get("KITEBENCH_BENCH_SANDBOX") == "env"
+           else Sandbox(mode="none"))
 
 SUBMISSION = """
 import numpy as np
@@ -76,7 +81,7 @@ def main() -> None:
 
         rows = []
         for entry in ("null_kernel", "custom_kernel"):
-            worker = WorkerProcess(Sandbox(mode="none"), d, env)
+            worker = WorkerProcess(SANDBOX, d, env)
             remote = RemoteKernel(worker)
             datas = {}
             for n in sizes:
