@@ -184,3 +184,17 @@ def test_reference_ceiling_passes_an_honest_foreign_run(runner_env) -> None:
     assert run.result.kitebench.passed, (run.result.error, checks)
     assert checks["reference_ceiling"].verdict == "pass"
     assert checks["secret_recheck"].verdict == "pass"
+
+
+def test_integrity_failures_reach_the_report_and_the_annotation() -> None:
+    from launcher.report import render_result as render
+    from runner.contract import FullResult, IntegrityCheck, KitebenchInfo
+    from runner.host.publish import annotation
+
+    result = FullResult(success=True, error="integrity check physical_floor failed: x",
+                        kitebench=KitebenchInfo(integrity=[
+                            IntegrityCheck(check="physical_floor", verdict="fail", detail="1 ns"),
+                            IntegrityCheck(check="static_scan", verdict="pass")]))
+    note = annotation(result)
+    assert "| physical_floor | FAIL | 1 ns |" in note and "static_scan" not in note
+    assert "integrity fail: physical_floor: 1 ns" in render(result)

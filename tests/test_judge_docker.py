@@ -42,3 +42,23 @@ def test_judge_in_docker(tmp_path: Path, name: str) -> None:
     else:
         assert result.success and not result.kitebench.passed, name
         assert result.kitebench.score is None
+
+
+@pytest.mark.docker
+@pytest.mark.parametrize("name", ["correct", "protocol_forge_exit", "input_alias"])
+def test_judge_under_kitebench_job(tmp_path: Path, name: str) -> None:
+    from runner.contract import dump_payload
+    from tests.test_host_job import Job
+
+    image = ensure_test_image(docker_client(), tag=IMAGE)
+    job = Job(tmp_path, image)
+    src = CORRECT if name == "correct" else CHEATS[name][0]
+    proc = job.run(codec.encode(dump_payload(_payload(src))))
+    assert proc.returncode == 0, proc.stderr  # the job ran: the verdict is in result.json
+    r = job.result
+    assert r.kitebench.isolation["sandbox"]["mode"] in ("uid", "uid+ns")
+    assert r.passed is (name == "correct"), (name, r.error)
+    if name == "correct":
+        lb = r.runs["leaderboard"].run.result  # type: ignore[union-attr]
+        assert lb["benchmark.0.clock"] == "judge_perf_counter_ns"
+        assert {c.check: c.verdict for c in r.kitebench.integrity}["secret_recheck"] == "pass"

@@ -151,6 +151,12 @@ def annotation(result: FullResult) -> str:
     if result.error:
         err = result.error if len(result.error) < 4000 else result.error[:4000] + "..."
         lines += ["```text", err.replace("```", "'''"), "```", ""]
+    checks = [c for c in info.integrity if c.verdict != "pass"]
+    if checks:  # the cross-checks of the harness's numbers (runner.kernels.integrity)
+        lines += ["| integrity check | verdict | detail |", "|---|---|---|"]
+        for c in checks[:10]:
+            lines.append(f"| {_md(c.check)} | {c.verdict.upper()} | {_md(c.detail[:300])} |")
+        lines.append("")
     for w in info.warnings[:10]:
         lines.append(f"- ⚠️ {_md(w)}")
     text = "\n".join(lines).rstrip() + "\n"
