@@ -10,6 +10,10 @@ this machine's runner would choose):
 - ``judged``: raw − overhead, the number the judge reports per call (median);
 - ``wall/call``: everything the judge does per call (pause, inputs, output copy), mean µs.
 
+First line: the machine's floor for any two-process design, a 1-byte ping-pong between two
+forked processes over a socket pair (median), measured in the same minute: on a shared machine
+it moves with the load, and the judge's own cost is what its raw column adds to it.
+
 Run: ``python benchmarks/judge_overhead.py [calls]``. Figures are printed, not asserted; on a
 loaded machine the medians are what to read.
 """
@@ -68,6 +72,29 @@ def judged(remote: RemoteKernel, data, calls: int) -> tuple[float, float]:  # ty
     return statistics.median(raw), wall
 
 
+def ping_pong_floor(calls: int) -> float:
+    """Median ns of a 1-byte round trip between two forked processes (no Python around it)."""
+    import socket
+
+    a, b = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    pid = os.fork()
+    if pid == 0:
+        a.close()
+        while msg := b.recv(16):
+            b.send(msg)
+        os._exit(0)
+    b.close()
+    samples = []
+    for _ in range(calls):
+        t0 = time.perf_counter_ns()
+        a.send(b"x")
+        a.recv(16)
+        samples.append(time.perf_counter_ns() - t0)
+    a.close()
+    os.waitpid(pid, 0)
+    return statistics.median(samples)
+
+
 def main() -> None:
     import numpy as np
 
@@ -97,6 +124,7 @@ def main() -> None:
                 raw, wall = judged(remote, datas[n], calls)
                 rows.append((entry, n, inproc, raw, overheads[n], raw - overheads[n], wall))
             worker.stop()
+    print(f"two-process ping-pong floor here and now: {ping_pong_floor(calls) / 1e3:.1f} µs")
     print(f"{'kernel':<14}{'size':>8}{'in-process':>12}{'judged raw':>12}{'overhead':>10}"
           f"{'judged':>10}{'wall/call':>11}")
     for entry, n, inproc, raw, over, net, wall in rows:
