@@ -42,7 +42,7 @@ from runner.harness.modes import (
 )
 from runner.harness.protocol import EXIT_PIPE_FAILED, Case, mix_seed, secret_seed
 from runner.harness.timing import TimingOptions
-from runner.harness.workerproc import Region, WorkerGone, WorkerProcess
+from runner.harness.workerproc import Region, WorkerGone, WorkerProcess, python_path
 from runner.sandbox import Sandbox
 
 #: The sandbox the runner chose for this job (JSON of :class:`Sandbox`'s fields).
@@ -275,7 +275,8 @@ def relay_inprocess(mode: str, cases_path: str, out: Any, *, sandbox: Sandbox,
     env = {k: v for k, v in os.environ.items() if not k.startswith("KITEBENCH_")}
     env["POPCORN_FD"] = str(w)
     code = "from runner.harness.modes import main_inprocess; main_inprocess()"
-    argv = sandbox.command([sys.executable, "-c", code, mode, cases_path], cwd=worker_dir)
+    argv = sandbox.command([sys.executable, "-c", code, mode, cases_path], cwd=worker_dir,
+                           readable=python_path(env))
     proc = subprocess.Popen(argv, cwd=worker_dir, env=env, stdin=subprocess.DEVNULL,
                             pass_fds=(w,), **sandbox.popen_kwargs())
     os.close(w)

@@ -24,6 +24,11 @@ FREEZE_DEADLINE_S = 5.0
 _JUDGE_ONLY = ("POPCORN_", "KITEBENCH_")
 
 
+def python_path(env: Mapping[str, str]) -> list[str]:
+    """PYTHONPATH's dirs: they must stay visible inside the sandbox (runner.sandbox)."""
+    return [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p]
+
+
 class WorkerGone(RuntimeError):
     """The worker exited or broke the channel: no later call can be made."""
 
@@ -66,7 +71,8 @@ class WorkerProcess:
         self.ch, theirs = Channel.pair()
         wenv = {k: v for k, v in env.items() if not k.startswith(_JUDGE_ONLY)}
         wenv[WORKER_FD_ENV] = str(theirs.fileno())
-        argv = sandbox.command([sys.executable, "-m", "runner.harness.worker"], cwd=cwd)
+        argv = sandbox.command([sys.executable, "-m", "runner.harness.worker"], cwd=cwd,
+                               readable=python_path(wenv))
         self.proc = subprocess.Popen(
             argv, cwd=cwd, env=wenv, stdin=subprocess.DEVNULL, pass_fds=(theirs.fileno(),),
             **sandbox.popen_kwargs(),
