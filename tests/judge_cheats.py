@@ -211,4 +211,22 @@ def custom_kernel(data):
     threading.Thread(target=late, daemon=True).start()
     return np.zeros_like(a)  # reply at once; the real result is written into the region later
 """, "reply at once and write the real result into the shared output after the reply"),
+    "overhead_inflation": ("""
+import sys
+import time
+
+# the worker runs as __main__ (python -m runner.harness.worker)
+w = sys.modules["__main__"]
+_handle = w.Worker.handle
+
+def slow_handle(self, msg, fds):
+    time.sleep(0.004)  # every message, echo included: a bigger overhead to subtract?
+    return _handle(self, msg, fds)
+
+w.Worker.handle = slow_handle
+
+def custom_kernel(data):
+    a, b = data
+    return a + b
+""", "slow down the worker's message handling so the judge subtracts more"),
 }
