@@ -167,3 +167,14 @@ def test_wire_round_trip_and_refusals() -> None:
         wire.encode(np.zeros(1 << 14), buf, 0, 1024)  # does not fit
     with pytest.raises(wire.WireError):
         wire.encode(object(), buf, 0, 1024)
+
+
+def test_profile_mode_through_the_judge(runner_env) -> None:
+    import base64
+
+    run = _run(runner_env, CORRECT, mode="profile")
+    assert run.result.kitebench.passed, run.result.error
+    ev = run.result.runs["profile.0"]
+    assert ev.profile is not None and ev.profile.trace
+    # the worker profiled the submission's own function
+    assert "custom_kernel" in base64.b64decode(ev.profile.trace).decode()
