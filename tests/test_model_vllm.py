@@ -44,7 +44,9 @@ def vllm_python() -> str:
 
 @pytest.fixture(scope="module")
 def models_dir(vllm_python: str) -> Path:
-    models = CACHE / "models"
+    # models-v2: the tiny model now has written (peaked) weights; an older cached dir of the
+    # dummy-weights model may still be in use under models/.
+    models = CACHE / "models-v2"
     subprocess.run(
         [vllm_python, str(REPO / "runner/model/tinymodel.py"), str(models / "tiny-llama")],
         check=True,
@@ -64,6 +66,24 @@ def forks(vllm_python: str, tmp_path_factory: pytest.TempPathFactory) -> Path:
         capture_output=True,
     )
     return out
+
+
+@pytest.fixture(scope="module")
+def cheat_forks(vllm_python: str, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("cheats")
+    subprocess.run(
+        [vllm_python, str(REPO / "tests/cheat_forks.py"), str(out)],
+        check=True,
+        timeout=120,
+        capture_output=True,
+    )
+    return out
+
+
+@pytest.fixture(scope="module")
+def reference_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One reference store for the module: the first audited job computes stock's outputs."""
+    return tmp_path_factory.mktemp("reference")
 
 
 @pytest.fixture(scope="module")
@@ -150,11 +170,14 @@ def run_job(
 
 
 @pytest.fixture
-def job_env(vllm_python: str, models_dir: Path, tmp_path: Path) -> dict[str, str]:
+def job_env(
+    vllm_python: str, models_dir: Path, reference_dir: Path, tmp_path: Path
+) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("SUBMISSION_", "KITEBENCH_"))}
     env.update(
         KITEBENCH_VLLM_PYTHON=vllm_python,
         KITEBENCH_MODELS_DIR=str(models_dir),
+        KITEBENCH_REFERENCE_DIR=str(reference_dir),
         PYTHONPATH=str(REPO),
     )
     return env
@@ -201,13 +224,30 @@ def test_baseline_fork_leaderboard(
     assert kb["score"] == pytest.approx(float(lb["benchmark.0.request_throughput"]))
     assert float(lb["score"]) == kb["score"]
 
-    phases = [(p["name"], p["success"]) for p in kb["phases"]]
+    assert kb["score_info"] == {
+        "metric": "request_throughput",
+        "unit": "req/s",
+        "ascending": False,
+    }
+    # The audit: every request's count, 16 sampled prompts per run identical to stock greedy.
+    audit = kb["details"]["audit"]
+    assert set(audit["runs"]) == {"benchmark", "leaderboard"}
+    for run in ("benchmark", "leaderboard"):
+        (v,) = audit["runs"][run]
+        assert v["passed"] and v["requests"] == 20 and len(v["sampled"]) == 16
+        assert v["agreed"] == 16 and v["disagreeing"] == 0 and v["bad_counts"] == 0
+        assert v["compared_tokens"] == v["sampled_tokens"] == 16 * 16
+        assert result["runs"][run]["run"]["result"]["audit"] == "pass"
+    # the two runs' prompts differ (another seed): answers memoised in one do not fit the other
+    assert audit["runs"]["benchmark"][0]["reference"] != audit["runs"]["leaderboard"][0]["reference"]
+    phases = [(p["name"], p["success"]) for p in kb["phases"] if p["name"] != "reference"]
     assert phases == [
         ("install", True),
         ("server_start", True),
         ("perplexity", True),
         ("benchmark", True),
         ("benchmark", True),
+        ("audit", True),
         ("collect", True),
     ]
     print(
@@ -217,6 +257,45 @@ def test_baseline_fork_leaderboard(
     )
     assert (tmp_path / "out" / "model-logs" / "server.log").stat().st_size > 0
     assert tree_digest(installed) == before
+
+
+CHEATS = {
+    # fork: what the error must say
+    "canned": "16 of 16 sampled prompts disagree with stock vLLM's greedy output",
+    "short": "20 of 20 requests did not return output_len=16 tokens (first: prompt 0: "
+    "1 token(s) counted by the client, its usage claimed 16)",
+    "garbage": "16 of 16 sampled prompts disagree with stock vLLM's greedy output",
+}
+
+
+@pytest.mark.parametrize("cheat", sorted(CHEATS))
+def test_cheating_fork_fails_the_audit(
+    cheat: str, cheat_forks: Path, stock_baseline: float, job_env: dict, tmp_path: Path
+) -> None:
+    """Each passes the gate (its echo requests reach the real model) and cheats only on
+    benchmark-shaped requests: the audit of the timed run's own outputs catches it."""
+    payload = build_model_payload(TASK, cheat_forks / f"{cheat}.tar.gz", mode="benchmark")
+    payload.model_cfg.perplexity_baseline = stock_baseline
+    rc, result, _ = run_job(payload, job_env, tmp_path / "out")
+    kb = result["kitebench"]
+    assert rc == 1, result["error"]
+    assert result["success"] is False and kb["stage"] == "audit"
+    assert result["error"].startswith("audit of the timed run failed: run benchmark shape 0: ")
+    assert CHEATS[cheat] in result["error"]
+    assert kb["score"] is None and kb["score_info"] is None
+    run = result["runs"]["benchmark"]["run"]
+    assert run["passed"] is False and run["result"]["check"] == "fail"
+    assert run["result"]["audit"] == "fail" and run["result"]["perplexity.tokens"]  # gate passed
+    assert CHEATS[cheat] in run["stderr"]
+    (v,) = kb["details"]["audit"]["runs"]["benchmark"]
+    if cheat == "short":
+        assert v["bad_counts"] == 20 and v["first_bad_count"] == {
+            "prompt": 0, "seen": 1, "expected": 16, "usage_claimed": 16}
+    else:
+        assert v["bad_counts"] == 0  # right counts: only the comparison with stock catches it
+        assert v["disagreeing"] == 16 and v["first_disagreement"]["position"] < 16
+    names = [(p["name"], p["success"]) for p in kb["phases"] if p["name"] != "reference"]
+    assert names[-1] == ("audit", False) and ("benchmark", True) in names
 
 
 def test_fork_that_perturbs_logits_fails_the_gate(

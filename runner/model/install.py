@@ -281,3 +281,21 @@ def _editable(
     return Installed(
         "editable", str(vpy), {"PYTHONPATH": str(fork)}, fork / "vllm", installed, native, log=log
     )
+
+
+def torch_version(python: str, env: dict[str, str], cwd: Path) -> str:
+    """torch of the vLLM environment (``system.torch``), not of the runner's interpreter."""
+    code = "import importlib.metadata as m; print(m.version('torch'))"
+    try:
+        out = subprocess.run(
+            [python, "-c", code],
+            env=env,
+            cwd=cwd,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+    except (OSError, subprocess.SubprocessError):
+        return ""
+    return out.stdout.strip() if out.returncode == 0 else ""

@@ -13,7 +13,6 @@ import contextlib
 import os
 import shlex
 import shutil
-import subprocess
 import sys
 import tempfile
 import time
@@ -39,9 +38,10 @@ from runner.kernels.process import (
 )
 from runner.model import archive as arch
 from runner.model import bench, perplexity
-from runner.model.install import Installed, base_env, install
+from runner.model.audit_job import Audited, run_audit
+from runner.model.install import Installed, base_env, install, torch_version
 from runner.model.server import Server, ServerSpec, resolve_model
-from runner.model.util import PhaseTimer, StageError, now
+from runner.model.util import PhaseCtx, StageError, now
 from runner.system import collect_system
 
 DEFAULT_MODELS_DIR = "/models"
@@ -64,6 +64,7 @@ class ModelJob:
         self.score: float | None = None
         self.server: Server | None = None
         self.installed: Installed | None = None
+        self.to_audit: list[Audited] = []
         self.logs_dir = ctx.output_dir / "model-logs"
         self.work = Path(
             tempfile.mkdtemp(
@@ -99,6 +100,7 @@ class ModelJob:
             details=dict(self.details),
             warnings=list(self.warnings),
             score=self.score,
+            score_info=None if self.score is None else bench.score_info(self.cfg.ranking_metric),
             **kw,
         )
 
@@ -110,8 +112,8 @@ class ModelJob:
     def _checkpoint(self, after: str) -> None:
         self.ctx.checkpoint(self._partial(), after)
 
-    def _phase(self, name: str, detail: str = "") -> _PhaseCtx:
-        return _PhaseCtx(self, name, detail)
+    def _phase(self, name: str, detail: str = "") -> PhaseCtx:
+        return PhaseCtx(self.phases, name, detail)
 
     # -- the job --------------------------------------------------------------------------------
 
@@ -120,6 +122,10 @@ class ModelJob:
             self._install()
             self._start_server()
             passed = self._runs()
+            if self.to_audit:
+                if self.server is not None:  # the stock reference may need the accelerator
+                    self.server.stop()
+                run_audit(self, self.to_audit)
             return self._finish(passed)
         except StageError as e:
             return self._failed(e)
@@ -181,7 +187,7 @@ class ModelJob:
             }
             ph.detail = f"{inst.method}: {len(inst.fork_files)} fork files, vLLM {inst.version}"
             self.system.torch = (
-                _torch_version(self.python, self.child_env, self.work) or self.system.torch
+                torch_version(self.python, self.child_env, self.work) or self.system.torch
             )
         self._checkpoint("install")
 
@@ -299,6 +305,9 @@ class ModelJob:
         deadline = time.monotonic() + self.cfg.benchmark_timeout
         t0 = time.monotonic()
         results: list[bench.ShapeResult] = []
+        seed = self._run_seed(run)
+        # The audit needs the kit's own client; a task's bench_command is trusted but unaudited.
+        record = self.cfg.bench_command is None
         with self._phase("benchmark", f"run {run}") as ph:
             try:
                 for i, shape in enumerate(self.cfg.benchmark_shapes):
@@ -309,11 +318,12 @@ class ModelJob:
                         base_url=self.server.base_url,
                         model=self.cfg.model_name,
                         tokenizer=tokenizer,
-                        seed=self.p.seed or 0,
+                        seed=seed,
                         out_dir=out_dir,
                         env=dict(self.child_env),
                         cwd=self.work / "run",
                         timeout=deadline - time.monotonic(),
+                        record=record,
                     )
                     bench.check_complete(r)
                     results.append(r)
@@ -329,6 +339,10 @@ class ModelJob:
                 raise
             ph.detail = f"{len(results)} shape(s), {self.cfg.ranking_metric} = {score:.6g}"
         self._record_bench(run, results)
+        if record:
+            self.to_audit.append(Audited(run, seed, results))
+        elif run == runs_for_mode(self.p.mode)[-1]:
+            self.warnings.append("bench_command is set: the timed run's outputs were not audited")
         self.score = score
         self.details["ranking_metric"] = self.cfg.ranking_metric
         self.details["ranking_by"] = self.p.ranking_by
@@ -347,6 +361,12 @@ class ModelJob:
         return self._eval(
             start, True, shlex.join(results[-1].command), keys, stdout=summary, exit_code=0, t0=t0
         )
+
+    def _run_seed(self, run: str) -> int:
+        """The ranked run's prompts are the payload's seed; an earlier benchmark run of the same
+        job gets other prompts, so a fork cannot replay answers it memoised there."""
+        seed = self.p.seed or 0
+        return seed if run == runs_for_mode(self.p.mode)[-1] else seed + 1
 
     def _record_bench(self, run: str, results: list[bench.ShapeResult]) -> None:
         self.details.setdefault("benchmarks", {})[run] = [
@@ -420,48 +440,6 @@ class ModelJob:
                     size = f.seek(0, 2)
                     f.seek(max(0, size - LOG_COPY_BYTES))
                     dst.write_bytes(f.read())
-
-
-def _torch_version(python: str, env: dict[str, str], cwd: Path) -> str:
-    """torch of the vLLM environment (``system.torch``), not of the runner's interpreter."""
-    code = "import importlib.metadata as m; print(m.version('torch'))"
-    try:
-        out = subprocess.run(
-            [python, "-c", code],
-            env=env,
-            cwd=cwd,
-            capture_output=True,
-            text=True,
-            timeout=60,
-            check=False,
-        )
-    except (OSError, subprocess.SubprocessError):
-        return ""
-    return out.stdout.strip() if out.returncode == 0 else ""
-
-
-class _PhaseCtx:
-    """``with job._phase(name) as ph``: times the phase; an exception marks it failed."""
-
-    def __init__(self, job: ModelJob, name: str, detail: str) -> None:
-        self.job, self.name, self.detail = job, name, detail
-        self._failed: str | None = None
-
-    def fail(self, detail: str) -> None:
-        self._failed = detail
-
-    def __enter__(self) -> _PhaseCtx:
-        self.timer = PhaseTimer(self.name, self.detail)
-        return self
-
-    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
-        ok = exc_type is None and self._failed is None
-        detail = self._failed or (
-            exc.message.splitlines()[0][:500] if isinstance(exc, StageError) else self.detail
-        )
-        if exc_type is not None and not isinstance(exc, StageError):
-            detail = f"{exc_type.__name__}: {exc}"[:500]
-        self.job.phases.append(self.timer.finish(ok, detail))
 
 
 def run_model(payload: ModelPayload, ctx: RunContext) -> FullResult:

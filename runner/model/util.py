@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import time
 from pathlib import Path
+from typing import Any
 
 from runner.contract import Phase, Stage
 
@@ -58,3 +59,28 @@ class PhaseTimer:
         if detail is not None:
             self.phase.detail = detail
         return self.phase
+
+
+class PhaseCtx:
+    """``with job._phase(name) as ph``: times the phase into ``phases``; an exception marks it
+    failed."""
+
+    def __init__(self, phases: list[Phase], name: str, detail: str) -> None:
+        self.phases, self.name, self.detail = phases, name, detail
+        self._failed: str | None = None
+
+    def fail(self, detail: str) -> None:
+        self._failed = detail
+
+    def __enter__(self) -> PhaseCtx:
+        self.timer = PhaseTimer(self.name, self.detail)
+        return self
+
+    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
+        ok = exc_type is None and self._failed is None
+        detail = self._failed or (
+            exc.message.splitlines()[0][:500] if isinstance(exc, StageError) else self.detail
+        )
+        if exc_type is not None and not isinstance(exc, StageError):
+            detail = f"{exc_type.__name__}: {exc}"[:500]
+        self.phases.append(self.timer.finish(ok, detail))
