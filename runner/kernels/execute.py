@@ -40,6 +40,8 @@ from runner.kernels.process import (
 )
 from runner.kernels.protocol import mean_ns, parse_popcorn
 from runner.kernels.workdir import CASES_NAME, cases_text, private_dir, write_files
+from runner.sandbox import Sandbox
+from runner.sandbox import from_env as sandbox_from_env
 from runner.system import collect_system, pids_limit_hits
 
 KernelPayload = PyPayload | CuPayload
@@ -189,8 +191,11 @@ def _run_result(outcome: ProcessOutcome) -> RunResult:
 class _Job:
     """The state of one kernel job; ``result()`` assembles a FullResult at any point."""
 
-    def __init__(self, payload: KernelPayload, ctx: RunContext, system: SystemInfo) -> None:
+    def __init__(
+        self, payload: KernelPayload, ctx: RunContext, system: SystemInfo, sandbox: Sandbox
+    ) -> None:
         self.payload = payload
+        self.sandbox = sandbox
         self.ctx = ctx
         self.system = system
         self.runs: dict[str, EvalResult] = {}
@@ -259,6 +264,7 @@ class _Job:
                 phases=list(self.phases),
                 warnings=list(self.warnings),
                 details=dict(self.details),
+                isolation={"sandbox": self.sandbox.describe()},
             ),
         )
 
@@ -268,7 +274,13 @@ def run_kernel(payload: KernelPayload, ctx: RunContext) -> FullResult:
     become_subreaper()
     hide_from_same_user()
     system = collect_system()
-    job = _Job(payload, ctx, system)
+    # The submission never sees where the verdict is written, nor the runner's processes.
+    sb = sandbox_from_env(ctx.env, hidden=[str(ctx.output_dir)])
+    job = _Job(payload, ctx, system, sb)
+    if not sb.hardened:
+        job.warnings.append(
+            "isolation: process (not hardened): " + str(sb.describe()["meaning"])
+        )
     env = child_env(
         ctx.env,
         seed=payload.seed,
@@ -316,6 +328,7 @@ def run_kernel(payload: KernelPayload, ctx: RunContext) -> FullResult:
             phases=partial.kitebench.phases,
             warnings=partial.kitebench.warnings,
             details=partial.kitebench.details,
+            isolation=partial.kitebench.isolation,
         )
 
 
@@ -347,12 +360,17 @@ def _run_all(
         with private_dir(base=job.work_base) as wd:
             argv = prepare(wd)
             (wd / CASES_NAME).write_text(cases_text(cases_for_run(payload, name)), encoding="utf-8")
+            # written by the runner first, then handed to the submission's uid: its HOME and
+            # TMPDIR live here, so nothing it leaves is seen by the next run
+            job.sandbox.give(wd)
+            run_env = {**env, **job.sandbox.home_env(wd)} if job.sandbox.separate_uid else env
             job.step = name
             outcome = run_process(
                 [*argv, harness_mode(name), CASES_NAME],
                 cwd=wd,
-                env=env,
+                env=run_env,
                 timeout_s=payload.timeout_for(name),
+                sandbox=job.sandbox,
             )
         run = _run_result(outcome)
         profile = None
