@@ -10,7 +10,7 @@ requests (echo + logprobs, not streamed) to the real model and cheats on benchma
 
   canned.tar.gz   answers with canned tokens without running the model (right count, ids, usage)
   short.tar.gz    generates 1 token while ``usage`` claims the requested count
-  garbage.tar.gz  samples at temperature 50 instead of decoding greedily (near-uniform tokens)
+  garbage.tar.gz  samples at temperature 2 (vLLM's maximum) instead of decoding greedily
 """
 
 import sys
@@ -90,7 +90,7 @@ GARBAGE = _COMMON + '''
 
 async def _kb_create(self, request, raw_request=None):
     if _kb_benchmark_shaped(request):
-        request.temperature = 50.0
+        request.temperature = 2.0
     return await _kb_orig_create(self, request, raw_request)
 
 

@@ -97,7 +97,8 @@ def test_store_roundtrip_key_file_and_modes(tmp_path: Path) -> None:
     assert key != audit.reference_key({**about, "seed": 8})
     store.save(key, about, {3: _ref([1, 2, 3], {9: -1.5})})
     path = tmp_path / "ref" / f"{key}.json"
-    assert stat.S_IMODE(path.stat().st_mode) == 0o644  # jobs read it, only the runner writes
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600  # the runner's only: it names the sample
+    assert stat.S_IMODE((tmp_path / "ref").stat().st_mode) == 0o700
     back = store.load(key)
     assert back[3].token_ids == [1, 2, 3] and back[3].top[0] == {1: -0.1, 9: -1.5}
     path.write_text(json.dumps({**json.loads(path.read_text()), "key": "other"}))

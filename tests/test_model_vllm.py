@@ -462,3 +462,73 @@ def test_native_fork_takes_pip_install_e_into_a_private_venv(
         info.value.stage == "install" and "pip install -e of the fork failed" in info.value.message
     )
     assert "this fork cannot be built" in info.value.message  # the install log tail
+
+
+# The fork's "server": probes what it can reach, then answers /health (and nothing else, so the
+# gate fails fast). Its findings go to its log, which the job copies next to result.json.
+_PROBE = r"""
+import http.server, json, os, sys
+from pathlib import Path
+work = Path.cwd().parent  # its cwd is <work>/sub
+found = {"uid": os.getuid()}
+try:
+    (work / "bench" / "planted.json").write_text("{}")
+    found["bench_write"] = "ok"
+except OSError as e:
+    found["bench_write"] = type(e).__name__
+runners = []
+for pid in filter(str.isdigit, os.listdir("/proc")):
+    try:
+        cmd = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    except OSError:
+        continue
+    if cmd[1:3] == [b"-m", b"runner"]:
+        runners.append(int(pid))
+found["runners_seen"] = len(runners)
+signals = []
+for pid in runners:
+    try:
+        os.kill(pid, 0)
+        signals.append("ok")
+    except OSError as e:
+        signals.append(type(e).__name__)
+found["signal"] = signals
+print("KBPROBE " + json.dumps(found), flush=True)
+
+class H(http.server.BaseHTTPRequestHandler):
+    def do_GET(self):
+        self.send_response(200 if self.path == "/health" else 404)
+        self.end_headers()
+    do_POST = do_GET
+
+http.server.HTTPServer(("127.0.0.1", int(sys.argv[1])), H).serve_forever()
+"""
+
+
+def test_fork_server_cannot_touch_the_measurement(
+    forks: Path, job_env: dict, tmp_path: Path
+) -> None:
+    """The fork's server runs in the job's sandbox: it cannot write the bench client's result
+    dir nor signal the runner (uid modes: another uid; ns modes: a read-only view and a pid
+    namespace in which the runner does not exist)."""
+    from runner import sandbox
+
+    sb = sandbox.from_env(job_env)
+    if not sb.hardened:
+        pytest.skip("no sandbox on this machine (mode none): the fork shares the runner's uid")
+    payload = build_model_payload(TASK, forks / "baseline.tar.gz", mode="benchmark")
+    payload.model_cfg.server_command = ["{python}", "-c", _PROBE, "{port}"]
+    payload.model_cfg.vllm_args = []
+    rc, result, _ = run_job(payload, job_env, tmp_path / "out", timeout=300)
+    assert rc == 1 and result["kitebench"]["stage"] == "perplexity"  # it served no completions
+    assert result["kitebench"]["details"]["sandbox"]["mode"] == sb.mode
+    log = (tmp_path / "out" / "model-logs" / "server.log").read_text()
+    found = json.loads(log.split("KBPROBE ", 1)[1].splitlines()[0])
+    # EACCES (another uid), EROFS (read-only view) or not there at all (an empty /tmp)
+    assert found["bench_write"] in ("PermissionError", "OSError", "FileNotFoundError")
+    if sb.separate_uid:
+        assert found["uid"] == sb.uid != os.getuid()
+        assert found["signal"] and set(found["signal"]) == {"PermissionError"}
+    if sb.namespaces:
+        assert found["runners_seen"] == 0  # not even visible
+    assert "ok" not in found["signal"]

@@ -15,7 +15,8 @@ The benchmark decodes greedily (``--temperature 0 --ignore-eos``) and the truste
 
 The reference (stock greedy ids + top-5 logprobs per position) is computed once per model ×
 stock vLLM version × launch args × shape × seed and cached in the reference store, a directory
-of the runner's uid that jobs can read but not write.
+of the runner's uid (0700) that the fork's uid can neither read nor write (hidden from it in the
+namespace modes).
 """
 
 from __future__ import annotations
@@ -107,7 +108,7 @@ class Store:
             if self.root is None:
                 self._secret = secrets.token_bytes(32)
             else:
-                self.root.mkdir(parents=True, exist_ok=True, mode=0o755)
+                self.root.mkdir(parents=True, exist_ok=True, mode=0o700)
                 path = self.root / KEY_FILE
                 with contextlib.suppress(FileExistsError):
                     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
@@ -142,12 +143,14 @@ class Store:
                 for i, r in sorted(refs.items())
             },
         }
-        self.root.mkdir(parents=True, exist_ok=True, mode=0o755)
+        self.root.mkdir(parents=True, exist_ok=True, mode=0o700)
         fd, tmp = tempfile.mkstemp(prefix=".ref-", dir=self.root)
         try:
             with os.fdopen(fd, "w", encoding="utf-8") as f:
                 json.dump(data, f)
-            os.chmod(tmp, 0o644)  # readable by jobs, written only by the runner's uid
+            # the runner's only: it tells which prompts are sampled (bench sends each request's
+            # index as its x-request-id), so the fork's uid must not even read it
+            os.chmod(tmp, 0o600)
             os.replace(tmp, self.root / f"{key}.json")
         except BaseException:
             with contextlib.suppress(OSError):

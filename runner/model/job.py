@@ -9,10 +9,8 @@ by a checkpoint; every failure names its stage.
 
 from __future__ import annotations
 
-import contextlib
 import os
 import shlex
-import shutil
 import sys
 import tempfile
 import time
@@ -39,14 +37,13 @@ from runner.kernels.process import (
 from runner.model import archive as arch
 from runner.model import bench, perplexity
 from runner.model.audit_job import Audited, run_audit
-from runner.model.install import Installed, base_env, install, torch_version
+from runner.model.install import Installed, base_env, fork_dirs, install, torch_version
 from runner.model.server import Server, ServerSpec, resolve_model
-from runner.model.util import PhaseCtx, StageError, now
+from runner.model.util import PhaseCtx, StageError, copy_log_tails, now
+from runner.sandbox import Sandbox, from_env
 from runner.system import collect_system
 
 DEFAULT_MODELS_DIR = "/models"
-#: How much of each log is copied next to result.json.
-LOG_COPY_BYTES = 1 << 20
 
 
 class ModelJob:
@@ -71,14 +68,31 @@ class ModelJob:
                 prefix="kitebench-model-", dir=self.env.get("KITEBENCH_WORK_DIR") or None
             )
         )
-        self.child_env = self._child_env()
+        # The fork runs in the sandbox (its own uid and/or namespaces); the runner, the bench
+        # client, the stock reference and their files stay out of its reach. ``sub`` is the only
+        # dir it may write; the client writes under ``bench``, which the fork cannot enter.
+        store = self.env.get("KITEBENCH_REFERENCE_DIR")
+        self.sb: Sandbox = from_env(self.env, hidden=[store] if store else [])
+        self.sub = self.work / "sub"
+        for d in (self.sub, self.sub / "cache"):
+            d.mkdir()
+            self.sb.give(d)  # each: the runner cannot create anything inside once given
+        (self.work / "bench").mkdir(mode=0o700)
+        (self.work / "client").mkdir(mode=0o700)
+        if self.sb.separate_uid:
+            os.chmod(self.work, 0o711)  # its uid may reach fork/, shadow/, sub/, not list them
+        self.child_env = self._child_env(self.sub / "cache", home=self.sub)
+        #: the trusted processes' env: caches the fork cannot plant anything in
+        self.client_env = self._child_env(self.work / "client" / "cache")
 
     # -- environment ---------------------------------------------------------------------------
 
-    def _child_env(self) -> dict[str, str]:
-        """Private caches per job: nothing one fork compiles or caches reaches the next job."""
-        cache = self.work / "cache"
+    def _child_env(self, cache: Path, home: Path | None = None) -> dict[str, str]:
+        """Private caches per job: nothing one fork compiles or caches reaches the next job.
+        ``home``: the fork's HOME/TMPDIR (its sandbox dir), no user site dir."""
         env = base_env(self.env)
+        if home is not None:
+            env.update(self.sb.home_env(home))
         env.update(
             {
                 "XDG_CACHE_HOME": str(cache),
@@ -119,6 +133,7 @@ class ModelJob:
 
     def run(self) -> FullResult:
         try:
+            self._sandbox_facts()
             self._install()
             self._start_server()
             passed = self._runs()
@@ -136,9 +151,18 @@ class ModelJob:
         finally:
             if self.server is not None:
                 self.server.stop()
-            self._copy_logs()
+            copy_log_tails(self.work, self.logs_dir)
             if self.env.get("KITEBENCH_KEEP_WORK") != "1":
-                shutil.rmtree(self.work, ignore_errors=True)
+                self.sb.kill_all()  # nothing of the fork's uid outlives the job
+                self.sb.remove_tree(self.work)  # sub/ is the fork's, it may have locked it
+
+    def _sandbox_facts(self) -> None:
+        self.details["sandbox"] = self.sb.describe()
+        if not self.sb.hardened:
+            self.warnings.append(
+                "sandbox none: the fork's server ran under the runner's uid, so the benchmark "
+                "client, its results and the audit's reference store were not out of its reach"
+            )
 
     def _install(self) -> None:
         limits = arch.Limits(
@@ -174,7 +198,13 @@ class ModelJob:
                 "fork_dir": fork.name,
             }
             self.installed = install(
-                fork, self.work, self.python, self.child_env, self.cfg.install_timeout
+                fork,
+                self.work,
+                self.python,
+                self.child_env,
+                self.cfg.install_timeout,
+                sb=self.sb,
+                run_dir=self.sub,
             )
             inst = self.installed
             self.details["install"] = {
@@ -187,7 +217,7 @@ class ModelJob:
             }
             ph.detail = f"{inst.method}: {len(inst.fork_files)} fork files, vLLM {inst.version}"
             self.system.torch = (
-                torch_version(self.python, self.child_env, self.work) or self.system.torch
+                torch_version(self.python, self.client_env, self.work) or self.system.torch
             )
         self._checkpoint("install")
 
@@ -205,8 +235,10 @@ class ModelJob:
             model=model,
             served_model_name=self.cfg.model_name,
             log=self.work / "server.log",
-            cwd=self.work / "run",
+            cwd=self.sub,
             env=env,
+            sandbox=self.sb,
+            writable=list(fork_dirs(self.work)),
             tensor_parallel=self.cfg.tensor_parallel,
             extra_args=list(self.cfg.vllm_args),
             command=self.cfg.server_command,
@@ -320,8 +352,8 @@ class ModelJob:
                         tokenizer=tokenizer,
                         seed=seed,
                         out_dir=out_dir,
-                        env=dict(self.child_env),
-                        cwd=self.work / "run",
+                        env=dict(self.client_env),
+                        cwd=self.work / "client",
                         timeout=deadline - time.monotonic(),
                         record=record,
                     )
@@ -421,31 +453,12 @@ class ModelJob:
             kitebench=self._info(stage=e.stage, exit_code=int(code), passed=False),
         )
 
-    def _copy_logs(self) -> None:
-        """The tails of the install, server and bench logs, next to result.json."""
-        sources = [
-            self.work / "install.log",
-            self.work / "server.log",
-            *sorted((self.work / "bench").glob("*/shape-*/bench.log")),
-            *sorted((self.work / "bench").glob("*/shape-*/result.json")),
-        ]
-        for src in sources:
-            if not src.is_file():
-                continue
-            rel = src.relative_to(self.work)
-            dst = self.logs_dir / str(rel).replace(os.sep, "_")
-            with contextlib.suppress(OSError):
-                dst.parent.mkdir(parents=True, exist_ok=True)
-                with open(src, "rb") as f:
-                    size = f.seek(0, 2)
-                    f.seek(max(0, size - LOG_COPY_BYTES))
-                    dst.write_bytes(f.read())
-
 
 def run_model(payload: ModelPayload, ctx: RunContext) -> FullResult:
-    # As on the kernel path, the fork's code runs as our uid: non-dumpable, it can neither ptrace
-    # the runner nor read its environ; as subreaper, whatever it daemonises out of the server's
-    # process group (setsid) is re-parented to us and killed when the job ends.
+    # The fork's code runs in the job's sandbox (ModelJob.sb); as a fallback for mode ``none``
+    # (same uid) we are non-dumpable, so it can neither ptrace the runner nor read its environ;
+    # as subreaper, whatever it daemonises out of the server's process group (setsid) is
+    # re-parented to us and killed when the job ends.
     become_subreaper()
     hide_from_same_user()
     keep = children_now()

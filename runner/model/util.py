@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
+import os
 import time
 from pathlib import Path
 from typing import Any
@@ -84,3 +86,32 @@ class PhaseCtx:
         if exc_type is not None and not isinstance(exc, StageError):
             detail = f"{exc_type.__name__}: {exc}"[:500]
         self.phases.append(self.timer.finish(ok, detail))
+
+
+#: How much of each log is copied next to result.json.
+LOG_COPY_BYTES = 1 << 20
+
+
+def copy_log_tails(work: Path, logs_dir: Path) -> None:
+    """The tails of the install, server, reference server and bench logs (and the client's
+    request records, the audit's evidence), next to result.json."""
+    bench = work / "bench"
+    sources = [
+        work / "install.log",
+        work / "server.log",
+        work / "reference-server.log",
+        *sorted(bench.glob("*/shape-*/bench.log")),
+        *sorted(bench.glob("*/shape-*/result.json")),
+        *sorted(bench.glob("*/shape-*/requests.jsonl")),
+    ]
+    for src in sources:
+        if not src.is_file():
+            continue
+        rel = src.relative_to(work)
+        dst = logs_dir / str(rel).replace(os.sep, "_")
+        with contextlib.suppress(OSError):
+            dst.parent.mkdir(parents=True, exist_ok=True)
+            with open(src, "rb") as f:
+                size = f.seek(0, 2)
+                f.seek(max(0, size - LOG_COPY_BYTES))
+                dst.write_bytes(f.read())
