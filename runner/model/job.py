@@ -151,9 +151,9 @@ class ModelJob:
         finally:
             if self.server is not None:
                 self.server.stop()
+            self.sb.kill_all()  # nothing of the fork's uid outlives the job
             copy_log_tails(self.work, self.logs_dir)
             if self.env.get("KITEBENCH_KEEP_WORK") != "1":
-                self.sb.kill_all()  # nothing of the fork's uid outlives the job
                 self.sb.remove_tree(self.work)  # sub/ is the fork's, it may have locked it
 
     def _sandbox_facts(self) -> None:
