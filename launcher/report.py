@@ -51,7 +51,7 @@ def render_result(result: FullResult) -> str:
         lines.append("system: " + ", ".join(bits))
     iso = result.kitebench.isolation.get("mode")
     if iso:
-        lines.append(f"isolation: {iso}")
+        lines.append(f"isolation: {iso}{_sandbox_words(result.kitebench.isolation)}")
     for name, ev in result.runs.items():
         lines += _render_run(name, ev)
     info = result.kitebench
@@ -185,3 +185,13 @@ def _tail(text: str, indent: str) -> list[str]:
 def _short(text: str, limit: int = 300) -> str:
     text = text.replace("\\n", " ").strip()
     return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _sandbox_words(isolation: dict[str, object]) -> str:
+    """`` (sandbox: uid)``, or what "not hardened" means when the submission was not separated."""
+    sb = isolation.get("sandbox")
+    if not isinstance(sb, dict) or not sb.get("mode"):
+        return ""
+    if not sb.get("hardened"):
+        return f" (not hardened: {sb.get('meaning', '')})"
+    return f" (sandbox: {sb['mode']})"
