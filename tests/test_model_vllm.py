@@ -524,6 +524,7 @@ def test_fork_server_cannot_touch_the_measurement(
     assert result["kitebench"]["details"]["sandbox"]["mode"] == sb.mode
     log = (tmp_path / "out" / "model-logs" / "server.log").read_text()
     found = json.loads(log.split("KBPROBE ", 1)[1].splitlines()[0])
+    print(f"\nsandbox {sb.mode}: what the fork's server could do: {found}")
     # EACCES (another uid), EROFS (read-only view) or not there at all (an empty /tmp)
     assert found["bench_write"] in ("PermissionError", "OSError", "FileNotFoundError")
     if sb.separate_uid:

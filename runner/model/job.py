@@ -25,7 +25,6 @@ from runner.contract import (
     ModelPayload,
     Phase,
     RunnerExit,
-    RunResult,
     runs_for_mode,
 )
 from runner.kernels.process import (
@@ -39,7 +38,7 @@ from runner.model import bench, perplexity
 from runner.model.audit_job import Audited, run_audit
 from runner.model.install import Installed, base_env, fork_dirs, install, torch_version
 from runner.model.server import Server, ServerSpec, resolve_model
-from runner.model.util import PhaseCtx, StageError, copy_log_tails, now
+from runner.model.util import PhaseCtx, StageError, copy_log_tails, eval_result, now
 from runner.sandbox import Sandbox, from_env
 from runner.system import collect_system
 
@@ -289,7 +288,7 @@ class ModelJob:
                 )
             except perplexity.GateError as e:
                 ph.fail(str(e))
-                result = self._eval(
+                result = eval_result(
                     start, False, cmd, {"check": "fail"}, stderr=str(e), exit_code=112, t0=t0
                 )
                 self.details["perplexity"] = {"error": str(e), "documents": len(docs)}
@@ -322,12 +321,12 @@ class ModelJob:
             ph.detail = verdict.message()
             if not verdict.passed:
                 ph.fail(verdict.message())
-                result = self._eval(
+                result = eval_result(
                     start, False, cmd, keys, stdout=verdict.message(), exit_code=112, t0=t0
                 )
                 self.runs[run] = result
                 raise StageError("perplexity", f"perplexity gate failed: {verdict.message()}")
-        return self._eval(start, True, cmd, keys, stdout=verdict.message(), exit_code=0, t0=t0)
+        return eval_result(start, True, cmd, keys, stdout=verdict.message(), exit_code=0, t0=t0)
 
     def _benchmark(self, run: str, start: Any, gate_keys: dict[str, str]) -> EvalResult:
         assert self.server is not None and self.installed is not None
@@ -364,7 +363,7 @@ class ModelJob:
             except StageError as e:
                 ph.fail(e.message.splitlines()[0])
                 keys = {**gate_keys, "check": "fail", **bench.result_strings(results)}
-                self.runs[run] = self._eval(
+                self.runs[run] = eval_result(
                     start, False, "vllm bench serve", keys, stderr=e.message, exit_code=1, t0=t0
                 )
                 self._record_bench(run, results)
@@ -390,7 +389,7 @@ class ModelJob:
             f"shape {r.index} ({r.spec}): {self.cfg.ranking_metric}={r.keys.get(self.cfg.ranking_metric)}"
             for r in results
         )
-        return self._eval(
+        return eval_result(
             start, True, shlex.join(results[-1].command), keys, stdout=summary, exit_code=0, t0=t0
         )
 
@@ -405,30 +404,6 @@ class ModelJob:
             {"spec": r.spec, "keys": r.keys, "lists": r.lists, "duration_s": round(r.duration_s, 3)}
             for r in results
         ]
-
-    def _eval(
-        self,
-        start: Any,
-        passed: bool,
-        command: str,
-        keys: dict[str, str],
-        *,
-        stdout: str = "",
-        stderr: str = "",
-        exit_code: int,
-        t0: float,
-    ) -> EvalResult:
-        run = RunResult(
-            success=exit_code in (0, 112),
-            passed=passed,
-            command=command,
-            stdout=stdout,
-            stderr=stderr,
-            exit_code=exit_code,
-            duration=round(time.monotonic() - t0, 3),
-            result=keys,
-        )
-        return EvalResult(start=start, end=now(), run=run)
 
     def _finish(self, passed: bool) -> FullResult:
         with self._phase("collect"):

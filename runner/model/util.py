@@ -9,7 +9,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from runner.contract import Phase, Stage
+from runner.contract import EvalResult, Phase, RunResult, Stage
 
 TAIL_LINES = 40
 TAIL_CHARS = 6000
@@ -115,3 +115,28 @@ def copy_log_tails(work: Path, logs_dir: Path) -> None:
                 size = f.seek(0, 2)
                 f.seek(max(0, size - LOG_COPY_BYTES))
                 dst.write_bytes(f.read())
+
+
+def eval_result(
+    start: Any,
+    passed: bool,
+    command: str,
+    keys: dict[str, str],
+    *,
+    stdout: str = "",
+    stderr: str = "",
+    exit_code: int,
+    t0: float,
+) -> EvalResult:
+    """One run of a model job, kernelbot's shape (exit 112: a gate that judged "fail")."""
+    run = RunResult(
+        success=exit_code in (0, 112),
+        passed=passed,
+        command=command,
+        stdout=stdout,
+        stderr=stderr,
+        exit_code=exit_code,
+        duration=round(time.monotonic() - t0, 3),
+        result=keys,
+    )
+    return EvalResult(start=start, end=now(), run=run)
