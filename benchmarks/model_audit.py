@@ -7,7 +7,11 @@ Three `python -m runner` jobs of examples/vllm_tiny's baseline fork, `--mode lea
   cold       audited, empty reference store (the job computes the stock reference: ``reference``)
   warm       audited, the store filled by ``cold`` (what every later job on the agent costs)
 
-    python benchmarks/model_audit.py [--estimate-only]
+    python benchmarks/model_audit.py [--estimate-only] [--client-ab N]
+
+``--client-ab N`` isolates what the audit changes in the timed run itself: one stock server of
+the example's model, then N pairs of the bench client without and with ``--record``
+(``return_token_ids`` + records), alternating so that the machine's load drifts out; medians.
 
 Needs KITEBENCH_VLLM_PYTHON (the vLLM environment) and KITEBENCH_MODELS_DIR holding tiny-llama
 (runner/model/tinymodel.py builds it); the forks are packed by examples/vllm_tiny/make_forks.py.
@@ -89,6 +93,41 @@ def measure() -> None:
         print(f"score {name} vs unaudited: {s:.2f} vs {s0:.2f} req/s ({100 * (s - s0) / s0:+.1f} %)")
 
 
+def client_ab(pairs: int) -> None:
+    import statistics
+
+    from launcher.model_task import build_model_payload
+    from runner.model import bench
+    from runner.model.install import base_env
+    from runner.model.server import Server, ServerSpec
+
+    py = os.environ["KITEBENCH_VLLM_PYTHON"]
+    models = os.environ["KITEBENCH_MODELS_DIR"]
+    task = REPO / "examples" / "vllm_tiny"
+    tmp = Path(tempfile.mkdtemp(prefix="kb-audit-ab-"))
+    (tmp / "f.tar").write_bytes(b"")
+    cfg = build_model_payload(task, tmp / "f.tar", local_path=True).model_cfg
+    env = base_env(dict(os.environ))
+    env.update(cfg.server_env)
+    spec = ServerSpec(python=py, model=f"{models}/{cfg.model_name}",
+                      served_model_name=cfg.model_name, log=tmp / "server.log", cwd=tmp,
+                      env=env, extra_args=list(cfg.vllm_args))
+    got: dict[bool, list[float]] = {False: [], True: []}
+    with Server(spec) as srv:
+        srv.start(cfg.server_startup_timeout)
+        for i in range(pairs):
+            for record in (False, True):
+                r = bench.run_shape(
+                    0, cfg.benchmark_shapes[0], prefix=bench.default_prefix(py, None),
+                    base_url=srv.base_url, model=cfg.model_name, tokenizer=spec.model, seed=0,
+                    out_dir=tmp / f"{i}-{record}", env=env, cwd=tmp, timeout=600, record=record)
+                got[record].append(float(r.keys["request_throughput"]))
+    plain, audited = statistics.median(got[False]), statistics.median(got[True])
+    print(f"client A/B, {pairs} pairs, request_throughput medians: stock client {plain:.2f}, "
+          f"recording client {audited:.2f} req/s ({100 * (audited - plain) / plain:+.1f} %); "
+          f"all: {[round(v, 1) for v in got[False]]} vs {[round(v, 1) for v in got[True]]}")
+
+
 def estimate() -> None:
     """Llama-3.1-8B, bf16, one H100 SXM (3.35 TB/s, ~990 dense bf16 TFLOP/s), the contract's
     default shape scaled to a leaderboard: 1000 prompts, 512 in / 128 out, 16 sampled."""
@@ -116,8 +155,11 @@ def estimate() -> None:
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--estimate-only", action="store_true")
+    ap.add_argument("--client-ab", type=int, default=0, metavar="N")
     args = ap.parse_args()
-    if not args.estimate_only:
+    if args.client_ab:
+        client_ab(args.client_ab)
+    elif not args.estimate_only:
         measure()
     estimate()
     return 0
