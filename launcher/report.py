@@ -57,9 +57,10 @@ def render_result(result: FullResult) -> str:
     info = result.kitebench
     if info.score is not None:
         ranking = info.details.get("ranking_by")
-        lines.append(
-            f"score: {fmt_seconds(info.score)}" + (f" (ranking_by {ranking})" if ranking else "")
-        )
+        # what the score is (e.g. request_throughput 92.73 req/s (higher is better)); a result
+        # without score_info predates it and is a kernel score in seconds
+        what = info.score_info.describe(info.score) if info.score_info else fmt_seconds(info.score)
+        lines.append(f"score: {what}" + (f", ranking_by {ranking}" if ranking else ""))
     for c in info.integrity:
         if c.verdict != "pass":
             lines.append(f"integrity {c.verdict}: {c.check}: {c.detail}")

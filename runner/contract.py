@@ -328,6 +328,22 @@ class ModelConfig(_Strict):
     max_archive_bytes: int = Field(default=256 * 2**20, gt=0)
     max_extract_files: int = Field(default=20_000, gt=0)
     max_extract_bytes: int = Field(default=1024 * 2**20, gt=0)
+    # -- the audit of the timed run (runner/model/audit.py) --
+    #: Prompts per shape whose outputs are compared with stock vLLM's greedy outputs (chosen with
+    #: a secret the fork never sees). 16 catches a fork that is wrong on 1 request in 8 with
+    #: probability 1 - (7/8)^16 = 88 % per shape; every request's token count is checked anyway.
+    audit_prompts: int = Field(default=16, ge=0, le=10_000)
+    #: Where the fork's greedy output first differs from stock's, the difference is a numeric
+    #: near-tie (not a disagreement) when stock's logprob of the fork's token is within this many
+    #: nats of its own choice: the same weights agree token for token except where batching or
+    #: kernel order moves a logit by ~1e-2; a real difference in the model is far wider.
+    audit_tie_nats: float = Field(default=0.25, ge=0, le=10)
+    #: Sampled prompts that may disagree (beyond near-ties). 0: a greedy disagreement on the same
+    #: weights is never numerics, so one is evidence enough.
+    audit_max_disagreeing: int = Field(default=0, ge=0)
+    #: After a near-tie the rest cannot be compared; at least this share of the sampled output
+    #: tokens must be compared, so "real until the first tie, garbage after" does not pass.
+    audit_min_compared: float = Field(default=0.5, ge=0, le=1)
 
     @field_validator("perplexity_baseline")
     @classmethod
@@ -450,6 +466,7 @@ Stage = Literal[
     "server_start",
     "perplexity",
     "benchmark",
+    "audit",  # model path: the timed run's outputs disagree with the stock model's
     "collect",
     "container",  # host side: the container could not be run
     "publish",  # host side: artifact/meta-data/annotation
@@ -477,6 +494,24 @@ class IntegrityCheck(_Strict):
     detail: str = ""
 
 
+class ScoreInfo(_Strict):
+    """The meaning of ``kitebench.score``: metric name, unit, direction."""
+
+    metric: str
+    unit: str = ""
+    #: True when lower is better (seconds, latencies); the leaderboard sorts ascending.
+    ascending: bool
+
+    def describe(self, value: float) -> str:
+        """``request_throughput 92.73 req/s (higher is better)``."""
+        unit = f" {self.unit}" if self.unit else ""
+        if self.unit == "s" and 0 < abs(value) < 1:  # kernel times: 2.5 µs, not 2.5e-06 s
+            scale, unit = (1e3, " ms") if abs(value) >= 1e-3 else (1e6, " µs")
+            value *= scale
+        better = "lower" if self.ascending else "higher"
+        return f"{self.metric} {value:.4g}{unit} ({better} is better)"
+
+
 class KitebenchInfo(_Strict):
     """The ``kitebench`` extension key of result.json: facts kernelbot has no field for."""
 
@@ -500,6 +535,9 @@ class KitebenchInfo(_Strict):
     warnings: list[str] = Field(default_factory=list)
     #: Cross-checks of the harness's numbers (runner.kernels.integrity); any ``fail`` → not passed.
     integrity: list[IntegrityCheck] = Field(default_factory=list)
+    #: What ``score`` is: ``{"metric", "unit", "ascending"}`` (ascending: lower is better), e.g.
+    #: ``{"metric": "request_throughput", "unit": "req/s", "ascending": false}``.
+    score_info: ScoreInfo | None = None
 
 
 class FullResult(BaseModel):

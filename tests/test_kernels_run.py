@@ -75,6 +75,10 @@ def test_modes_run_in_order(runner_env, mode, runs) -> None:
         assert bench["benchmark-count"] == "1" and bench["benchmark.0.spec"] == "ns: 8000"
         if mode != "profile":
             assert run.result.kitebench.score == pytest.approx(8000 / 1e9)
+            info = run.result.kitebench.score_info
+            assert info is not None and (info.metric, info.unit, info.ascending) == (
+                "time", "s", True)
+            assert info.describe(8000 / 1e9) == "time 8 µs (lower is better)"
 
 
 def test_a_failed_run_stops_the_sequence(runner_env) -> None:

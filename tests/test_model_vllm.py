@@ -44,7 +44,9 @@ def vllm_python() -> str:
 
 @pytest.fixture(scope="module")
 def models_dir(vllm_python: str) -> Path:
-    models = CACHE / "models"
+    # models-v2: the tiny model now has written (peaked) weights; an older cached dir of the
+    # dummy-weights model may still be in use under models/.
+    models = CACHE / "models-v2"
     subprocess.run(
         [vllm_python, str(REPO / "runner/model/tinymodel.py"), str(models / "tiny-llama")],
         check=True,
@@ -64,6 +66,24 @@ def forks(vllm_python: str, tmp_path_factory: pytest.TempPathFactory) -> Path:
         capture_output=True,
     )
     return out
+
+
+@pytest.fixture(scope="module")
+def cheat_forks(vllm_python: str, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("cheats")
+    subprocess.run(
+        [vllm_python, str(REPO / "tests/cheat_forks.py"), str(out)],
+        check=True,
+        timeout=120,
+        capture_output=True,
+    )
+    return out
+
+
+@pytest.fixture(scope="module")
+def reference_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One reference store for the module: the first audited job computes stock's outputs."""
+    return tmp_path_factory.mktemp("reference")
 
 
 @pytest.fixture(scope="module")
@@ -150,11 +170,14 @@ def run_job(
 
 
 @pytest.fixture
-def job_env(vllm_python: str, models_dir: Path, tmp_path: Path) -> dict[str, str]:
+def job_env(
+    vllm_python: str, models_dir: Path, reference_dir: Path, tmp_path: Path
+) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("SUBMISSION_", "KITEBENCH_"))}
     env.update(
         KITEBENCH_VLLM_PYTHON=vllm_python,
         KITEBENCH_MODELS_DIR=str(models_dir),
+        KITEBENCH_REFERENCE_DIR=str(reference_dir),
         PYTHONPATH=str(REPO),
     )
     return env
@@ -201,13 +224,30 @@ def test_baseline_fork_leaderboard(
     assert kb["score"] == pytest.approx(float(lb["benchmark.0.request_throughput"]))
     assert float(lb["score"]) == kb["score"]
 
-    phases = [(p["name"], p["success"]) for p in kb["phases"]]
+    assert kb["score_info"] == {
+        "metric": "request_throughput",
+        "unit": "req/s",
+        "ascending": False,
+    }
+    # The audit: every request's count, 16 sampled prompts per run identical to stock greedy.
+    audit = kb["details"]["audit"]
+    assert set(audit["runs"]) == {"benchmark", "leaderboard"}
+    for run in ("benchmark", "leaderboard"):
+        (v,) = audit["runs"][run]
+        assert v["passed"] and v["requests"] == 20 and len(v["sampled"]) == 16
+        assert v["agreed"] == 16 and v["disagreeing"] == 0 and v["bad_counts"] == 0
+        assert v["compared_tokens"] == v["sampled_tokens"] == 16 * 16
+        assert result["runs"][run]["run"]["result"]["audit"] == "pass"
+    # the two runs' prompts differ (another seed): answers memoised in one do not fit the other
+    assert audit["runs"]["benchmark"][0]["reference"] != audit["runs"]["leaderboard"][0]["reference"]
+    phases = [(p["name"], p["success"]) for p in kb["phases"] if p["name"] != "reference"]
     assert phases == [
         ("install", True),
         ("server_start", True),
         ("perplexity", True),
         ("benchmark", True),
         ("benchmark", True),
+        ("audit", True),
         ("collect", True),
     ]
     print(
@@ -217,6 +257,45 @@ def test_baseline_fork_leaderboard(
     )
     assert (tmp_path / "out" / "model-logs" / "server.log").stat().st_size > 0
     assert tree_digest(installed) == before
+
+
+CHEATS = {
+    # fork: what the error must say
+    "canned": "16 of 16 sampled prompts disagree with stock vLLM's greedy output",
+    "short": "20 of 20 requests did not return output_len=16 tokens (first: prompt 0: "
+    "1 token(s) counted by the client, its usage claimed 16)",
+    "garbage": "16 of 16 sampled prompts disagree with stock vLLM's greedy output",
+}
+
+
+@pytest.mark.parametrize("cheat", sorted(CHEATS))
+def test_cheating_fork_fails_the_audit(
+    cheat: str, cheat_forks: Path, stock_baseline: float, job_env: dict, tmp_path: Path
+) -> None:
+    """Each passes the gate (its echo requests reach the real model) and cheats only on
+    benchmark-shaped requests: the audit of the timed run's own outputs catches it."""
+    payload = build_model_payload(TASK, cheat_forks / f"{cheat}.tar.gz", mode="benchmark")
+    payload.model_cfg.perplexity_baseline = stock_baseline
+    rc, result, _ = run_job(payload, job_env, tmp_path / "out")
+    kb = result["kitebench"]
+    assert rc == 1, result["error"]
+    assert result["success"] is False and kb["stage"] == "audit"
+    assert result["error"].startswith("audit of the timed run failed: run benchmark shape 0: ")
+    assert CHEATS[cheat] in result["error"]
+    assert kb["score"] is None and kb["score_info"] is None
+    run = result["runs"]["benchmark"]["run"]
+    assert run["passed"] is False and run["result"]["check"] == "fail"
+    assert run["result"]["audit"] == "fail" and run["result"]["perplexity.tokens"]  # gate passed
+    assert CHEATS[cheat] in run["stderr"]
+    (v,) = kb["details"]["audit"]["runs"]["benchmark"]
+    if cheat == "short":
+        assert v["bad_counts"] == 20 and v["first_bad_count"] == {
+            "prompt": 0, "seen": 1, "expected": 16, "usage_claimed": 16}
+    else:
+        assert v["bad_counts"] == 0  # right counts: only the comparison with stock catches it
+        assert v["disagreeing"] == 16 and v["first_disagreement"]["position"] < 16
+    names = [(p["name"], p["success"]) for p in kb["phases"] if p["name"] != "reference"]
+    assert names[-1] == ("audit", False) and ("benchmark", True) in names
 
 
 def test_fork_that_perturbs_logits_fails_the_gate(
@@ -383,3 +462,74 @@ def test_native_fork_takes_pip_install_e_into_a_private_venv(
         info.value.stage == "install" and "pip install -e of the fork failed" in info.value.message
     )
     assert "this fork cannot be built" in info.value.message  # the install log tail
+
+
+# The fork's "server": probes what it can reach, then answers /health (and nothing else, so the
+# gate fails fast). Its findings go to its log, which the job copies next to result.json.
+_PROBE = r"""
+import http.server, json, os, sys
+from pathlib import Path
+work = Path.cwd().parent  # its cwd is <work>/sub
+found = {"uid": os.getuid()}
+try:
+    (work / "bench" / "planted.json").write_text("{}")
+    found["bench_write"] = "ok"
+except OSError as e:
+    found["bench_write"] = type(e).__name__
+runners = []
+for pid in filter(str.isdigit, os.listdir("/proc")):
+    try:
+        cmd = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    except OSError:
+        continue
+    if cmd[1:3] == [b"-m", b"runner"]:
+        runners.append(int(pid))
+found["runners_seen"] = len(runners)
+signals = []
+for pid in runners:
+    try:
+        os.kill(pid, 0)
+        signals.append("ok")
+    except OSError as e:
+        signals.append(type(e).__name__)
+found["signal"] = signals
+print("KBPROBE " + json.dumps(found), flush=True)
+
+class H(http.server.BaseHTTPRequestHandler):
+    def do_GET(self):
+        self.send_response(200 if self.path == "/health" else 404)
+        self.end_headers()
+    do_POST = do_GET
+
+http.server.HTTPServer(("127.0.0.1", int(sys.argv[1])), H).serve_forever()
+"""
+
+
+def test_fork_server_cannot_touch_the_measurement(
+    forks: Path, job_env: dict, tmp_path: Path
+) -> None:
+    """The fork's server runs in the job's sandbox: it cannot write the bench client's result
+    dir nor signal the runner (uid modes: another uid; ns modes: a read-only view and a pid
+    namespace in which the runner does not exist)."""
+    from runner import sandbox
+
+    sb = sandbox.from_env(job_env)
+    if not sb.hardened:
+        pytest.skip("no sandbox on this machine (mode none): the fork shares the runner's uid")
+    payload = build_model_payload(TASK, forks / "baseline.tar.gz", mode="benchmark")
+    payload.model_cfg.server_command = ["{python}", "-c", _PROBE, "{port}"]
+    payload.model_cfg.vllm_args = []
+    rc, result, _ = run_job(payload, job_env, tmp_path / "out", timeout=300)
+    assert rc == 1 and result["kitebench"]["stage"] == "perplexity"  # it served no completions
+    assert result["kitebench"]["details"]["sandbox"]["mode"] == sb.mode
+    log = (tmp_path / "out" / "model-logs" / "server.log").read_text()
+    found = json.loads(log.split("KBPROBE ", 1)[1].splitlines()[0])
+    print(f"\nsandbox {sb.mode}: what the fork's server could do: {found}")
+    # EACCES (another uid), EROFS (read-only view) or not there at all (an empty /tmp)
+    assert found["bench_write"] in ("PermissionError", "OSError", "FileNotFoundError")
+    if sb.separate_uid:
+        assert found["uid"] == sb.uid != os.getuid()
+        assert found["signal"] and set(found["signal"]) == {"PermissionError"}
+    if sb.namespaces:
+        assert found["runners_seen"] == 0  # not even visible
+    assert "ok" not in found["signal"]

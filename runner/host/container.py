@@ -43,6 +43,8 @@ OUTPUT_MOUNT = f"{VERDICT_DIR}/out"
 RUNNER_CAPS = ("CHOWN", "SETUID", "SETGID", "KILL")
 #: Where KITEBENCH_MODELS_DIR is mounted (read-only): the model path's default models dir.
 MODELS_MOUNT = "/models"
+#: Where KITEBENCH_REFERENCE_DIR is mounted (read-write, for the runner): the audit's store.
+REFERENCE_MOUNT = "/reference"
 #: The writable work dir (tmpfs); TMPDIR points here so the runner's work dirs land in it.
 WORK_DIR = "/kitebench/work"
 
@@ -86,6 +88,8 @@ def container_env(
         env[KEY_ENV] = key
     if settings.gpu_uuid:
         env["KITEBENCH_GPU_UUID"] = settings.gpu_uuid  # the runner can assert what it sees
+    if settings.reference_dir:
+        env["KITEBENCH_REFERENCE_DIR"] = REFERENCE_MOUNT
     return env
 
 
@@ -155,4 +159,6 @@ def container_kwargs(
         kw["cgroup_parent"] = settings.cgroup_parent
     if settings.models_dir:
         kw["volumes"][settings.models_dir] = {"bind": MODELS_MOUNT, "mode": "ro"}
+    if settings.reference_dir:
+        kw["volumes"][settings.reference_dir] = {"bind": REFERENCE_MOUNT, "mode": "rw"}
     return kw

@@ -123,7 +123,8 @@ def annotation(result: FullResult) -> str:
     if iso.get("image_digest"):
         facts.append(f"**digest** `{_md(str(iso['image_digest']))}`")
     if info.score is not None:
-        facts.append(f"**score** {info.score:.6g}")
+        score = info.score_info.describe(info.score) if info.score_info else f"{info.score:.6g}"
+        facts.append(f"**score** {_md(score)}")
     lines += [" · ".join(facts), ""]
     if result.runs:
         lines += ["| run | result | exit | duration |", "|---|---|---|---|"]

@@ -20,6 +20,9 @@
     KITEBENCH_TMPFS_SIZE      size of /tmp and of the work dir tmpfs (default 4g each)
     KITEBENCH_MODELS_DIR      host dir of model dirs, mounted read-only at /models (model jobs
                               have no network, so the weights must come from here or the image)
+    KITEBENCH_REFERENCE_DIR   host dir of the model audit's stock references, mounted read-write
+                              at /reference for the runner (root in the container: make it
+                              root-owned, 0700; the submission's uid cannot enter it)
 """
 
 from __future__ import annotations
@@ -84,6 +87,7 @@ class HostSettings(BaseModel):
     user: str = DEFAULT_USER
     tmpfs_size: str = "4g"
     models_dir: str | None = None
+    reference_dir: str | None = None
 
     @field_validator("gpu_uuid")
     @classmethod
@@ -115,7 +119,7 @@ class HostSettings(BaseModel):
         uid, _, gid = self.user.partition(":")
         return int(uid), int(gid or uid)
 
-    @field_validator("models_dir")
+    @field_validator("models_dir", "reference_dir")
     @classmethod
     def _abs(cls, v: str | None) -> str | None:
         if v is not None and not v.startswith("/"):
@@ -172,6 +176,7 @@ class HostSettings(BaseModel):
             "KITEBENCH_CONTAINER_USER": "user",
             "KITEBENCH_TMPFS_SIZE": "tmpfs_size",
             "KITEBENCH_MODELS_DIR": "models_dir",
+            "KITEBENCH_REFERENCE_DIR": "reference_dir",
         }
         for var, field in names.items():
             value = env.get(var, "").strip()

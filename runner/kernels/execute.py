@@ -24,6 +24,7 @@ from runner.contract import (
     PyPayload,
     RunnerExit,
     RunResult,
+    ScoreInfo,
     Stage,
     SystemInfo,
     TestCase,
@@ -262,6 +263,14 @@ class _Job:
                 stage=stage,
                 exit_code=int(RunnerExit.PASSED if passed else RunnerExit.FAILED),
                 score=value,
+                # seconds (the benchmark means), or a custom harness's own score; lower is better
+                score_info=None
+                if value is None
+                else ScoreInfo(
+                    metric="score" if self.payload.ranking_by == "custom" else "time",
+                    unit="" if self.payload.ranking_by == "custom" else "s",
+                    ascending=True,
+                ),
                 phases=list(self.phases),
                 warnings=list(self.warnings),
                 details=dict(self.details),

@@ -16,7 +16,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from runner.contract import BenchmarkShape
+from runner.contract import BenchmarkShape, ScoreInfo
 from runner.model.util import StageError, tail, tail_file
 
 DRIVER = Path(__file__).with_name("bench_driver.py")
@@ -27,6 +27,21 @@ LOWER_IS_BETTER = {"duration", "failed"}
 
 def lower_is_better(metric: str) -> bool:
     return metric in LOWER_IS_BETTER or metric.endswith(LOWER_IS_BETTER_SUFFIXES)
+
+
+def score_info(metric: str) -> ScoreInfo:
+    """What a bench metric's value is: unit and direction, for result.json and the report."""
+    if metric.endswith("_ms"):
+        unit = "ms"
+    elif metric.endswith("_s") or metric == "duration":
+        unit = "s"
+    elif metric in ("request_throughput", "request_goodput"):
+        unit = "req/s"
+    elif metric.endswith("_throughput") or metric.endswith("_tokens_per_s"):
+        unit = "tok/s"
+    else:
+        unit = ""
+    return ScoreInfo(metric=metric, unit=unit, ascending=lower_is_better(metric))
 
 
 def scalar_keys(data: dict) -> dict[str, int | float | str | bool | None]:
@@ -44,6 +59,8 @@ class ShapeResult:
     result_file: Path
     log: Path
     lists: dict[str, int] = field(default_factory=dict)  #: list keys → their length
+    #: the trusted client's per-request records (bench_driver.py --record), for the audit
+    records: Path | None = None
 
     @property
     def spec(self) -> str:
@@ -119,13 +136,16 @@ def run_shape(
     env: dict[str, str],
     cwd: Path,
     timeout: float,
+    record: bool = False,
 ) -> ShapeResult:
-    """One ``vllm bench serve``; raise StageError("benchmark") with the log tail on failure."""
+    """One ``vllm bench serve``; raise StageError("benchmark") with the log tail on failure.
+    ``record``: the kit's driver keeps every request's output tokens (requests.jsonl)."""
     shape_dir = out_dir / f"shape-{index}"
     shape_dir.mkdir(parents=True, exist_ok=True)
     name = "result.json"
+    records = shape_dir / "requests.jsonl" if record else None
     argv = bench_argv(
-        prefix,
+        [*prefix, "--record", str(records)] if records else prefix,
         base_url=base_url,
         model=model,
         tokenizer=tokenizer,
@@ -177,7 +197,7 @@ def run_shape(
         raise StageError("benchmark", f"shape {index}: the result file is not a JSON object")
     keys = scalar_keys(data)
     lists = {k: len(v) for k, v in data.items() if isinstance(v, list)}
-    return ShapeResult(index, shape, keys, argv, took, path, log, lists)
+    return ShapeResult(index, shape, keys, argv, took, path, log, lists, records)
 
 
 def _kill(proc: subprocess.Popen[bytes]) -> None:

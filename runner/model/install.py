@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from runner.model.util import StageError, tail
+from runner.sandbox import Sandbox
 
 #: Files whose presence means the fork needs a build (not the fast path).
 NATIVE_SUFFIXES = (".c", ".cc", ".cpp", ".cxx", ".cu", ".cuh", ".h", ".hpp", ".pyx", ".so")
@@ -53,10 +54,14 @@ def _run(
     cwd: Path,
     timeout: float,
     log: Path | None = None,
+    sb: Sandbox | None = None,
+    writable: tuple[Path, ...] = (),
 ) -> subprocess.CompletedProcess[str]:
+    """``cmd`` to the end; with ``sb`` (it runs the fork's code) inside the job's sandbox."""
+    run_cmd = sb.command(cmd, cwd=cwd, writable=writable) if sb is not None else cmd
     try:
         proc = subprocess.run(
-            cmd,
+            run_cmd,
             env=env,
             cwd=cwd,
             capture_output=True,
@@ -65,6 +70,7 @@ def _run(
             timeout=max(1.0, timeout),
             check=False,
             start_new_session=True,
+            **(sb.popen_kwargs() if sb is not None else {}),
         )
     except subprocess.TimeoutExpired as e:
         out = (
@@ -169,10 +175,14 @@ def import_check(
     cwd: Path,
     timeout: float,
     log: Path | None,
+    sb: Sandbox | None = None,
+    writable: tuple[Path, ...] = (),
 ) -> str:
-    """``import vllm`` in the server's environment; it must resolve under ``expect_under``."""
+    """``import vllm`` in the server's environment; it must resolve under ``expect_under``.
+    The fork's ``__init__`` runs here: in the sandbox, like its server."""
     code = "import vllm, sys; print('KITEBENCH', vllm.__file__, getattr(vllm, '__version__', ''))"
-    proc = _run([python, "-c", code], env=env, cwd=cwd, timeout=timeout, log=log)
+    proc = _run([python, "-c", code], env=env, cwd=cwd, timeout=timeout, log=log, sb=sb,
+                writable=writable)
     if proc.returncode != 0:
         raise StageError(
             "install",
@@ -188,14 +198,24 @@ def import_check(
     return parts[2] if len(parts) > 2 else ""
 
 
-def install(fork: Path, work: Path, python: str, env: dict[str, str], timeout: float) -> Installed:
-    """Install ``fork`` (the dir holding ``vllm/``) for a server; raise StageError("install")."""
+def install(
+    fork: Path,
+    work: Path,
+    python: str,
+    env: dict[str, str],
+    timeout: float,
+    *,
+    sb: Sandbox | None = None,
+    run_dir: Path | None = None,
+) -> Installed:
+    """Install ``fork`` (the dir holding ``vllm/``) for a server; raise StageError("install").
+    ``sb``: where the fork's own code (setup.py, ``import vllm``) runs; ``run_dir`` its cwd."""
     deadline = time.monotonic() + timeout
-    run_dir = work / "run"
+    run_dir = run_dir or work / "run"
     run_dir.mkdir(parents=True, exist_ok=True)
     log = work / "install.log"
     log.touch()
-    installed = installed_vllm_dir(python, env, run_dir)
+    installed = installed_vllm_dir(python, env, work)  # the runner's own cwd: run_dir is the fork's
     native = native_sources(fork)
     child_env = base_env(env)
     if not native:
@@ -212,7 +232,7 @@ def install(fork: Path, work: Path, python: str, env: dict[str, str], timeout: f
             log=log,
         )
     else:
-        result = _editable(fork, work, python, child_env, deadline, log, installed, native)
+        result = _editable(fork, work, python, child_env, deadline, log, installed, native, sb)
         child_env.update(result.env)
     result.version = import_check(
         result.python,
@@ -221,8 +241,16 @@ def install(fork: Path, work: Path, python: str, env: dict[str, str], timeout: f
         run_dir,
         max(1.0, deadline - time.monotonic()),
         log,
+        sb,
+        fork_dirs(work),
     )
     return result
+
+
+def fork_dirs(work: Path) -> tuple[Path, ...]:
+    """The fork's installed trees (its files, the shadow, the private venv): bound into a
+    namespace sandbox, which otherwise sees an empty /tmp where the work dir may be."""
+    return tuple(p for p in (work / "fork", work / "shadow", work / "venv") if p.is_dir())
 
 
 def _editable(
@@ -234,6 +262,7 @@ def _editable(
     log: Path,
     installed: Path,
     native: list[str],
+    sb: Sandbox | None = None,
 ) -> Installed:
     venv = work / "venv"
     left = lambda: deadline - time.monotonic()  # noqa: E731
@@ -270,7 +299,10 @@ def _editable(
         "-e",
         str(fork),
     ]
-    proc = _run(cmd, env=env, cwd=work, timeout=left(), log=log)
+    if sb is not None and sb.separate_uid:  # its setup.py builds in the fork, pip writes the venv
+        for tree in (fork, venv):
+            _give_tree(sb, tree)
+    proc = _run(cmd, env=env, cwd=fork, timeout=left(), log=log, sb=sb, writable=(fork, venv))
     if proc.returncode != 0:
         raise StageError(
             "install",
@@ -281,3 +313,31 @@ def _editable(
     return Installed(
         "editable", str(vpy), {"PYTHONPATH": str(fork)}, fork / "vllm", installed, native, log=log
     )
+
+
+def torch_version(python: str, env: dict[str, str], cwd: Path) -> str:
+    """torch of the vLLM environment (``system.torch``), not of the runner's interpreter."""
+    code = "import importlib.metadata as m; print(m.version('torch'))"
+    try:
+        out = subprocess.run(
+            [python, "-c", code],
+            env=env,
+            cwd=cwd,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+    except (OSError, subprocess.SubprocessError):
+        return ""
+    return out.stdout.strip() if out.returncode == 0 else ""
+
+
+def _give_tree(sb: Sandbox, root: Path) -> None:
+    """Every dir and file under ``root`` to the submission's uid (links are not followed)."""
+    uid, gid = sb.uid, sb.gid if sb.gid is not None else sb.uid
+    assert uid is not None
+    for dirpath, dirnames, filenames in os.walk(root):
+        for name in [*dirnames, *filenames]:
+            os.chown(os.path.join(dirpath, name), uid, gid, follow_symlinks=False)
+    os.chown(root, uid, gid)

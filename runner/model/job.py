@@ -9,11 +9,8 @@ by a checkpoint; every failure names its stage.
 
 from __future__ import annotations
 
-import contextlib
 import os
 import shlex
-import shutil
-import subprocess
 import sys
 import tempfile
 import time
@@ -28,7 +25,6 @@ from runner.contract import (
     ModelPayload,
     Phase,
     RunnerExit,
-    RunResult,
     runs_for_mode,
 )
 from runner.kernels.process import (
@@ -39,14 +35,14 @@ from runner.kernels.process import (
 )
 from runner.model import archive as arch
 from runner.model import bench, perplexity
-from runner.model.install import Installed, base_env, install
+from runner.model.audit_job import Audited, run_audit
+from runner.model.install import Installed, base_env, fork_dirs, install, torch_version
 from runner.model.server import Server, ServerSpec, resolve_model
-from runner.model.util import PhaseTimer, StageError, now
+from runner.model.util import PhaseCtx, StageError, copy_log_tails, eval_result, now
+from runner.sandbox import Sandbox, from_env
 from runner.system import collect_system
 
 DEFAULT_MODELS_DIR = "/models"
-#: How much of each log is copied next to result.json.
-LOG_COPY_BYTES = 1 << 20
 
 
 class ModelJob:
@@ -64,20 +60,38 @@ class ModelJob:
         self.score: float | None = None
         self.server: Server | None = None
         self.installed: Installed | None = None
+        self.to_audit: list[Audited] = []
         self.logs_dir = ctx.output_dir / "model-logs"
         self.work = Path(
             tempfile.mkdtemp(
                 prefix="kitebench-model-", dir=self.env.get("KITEBENCH_WORK_DIR") or None
             )
         )
-        self.child_env = self._child_env()
+        # The fork runs in the sandbox (its own uid and/or namespaces); the runner, the bench
+        # client, the stock reference and their files stay out of its reach. ``sub`` is the only
+        # dir it may write; the client writes under ``bench``, which the fork cannot enter.
+        store = self.env.get("KITEBENCH_REFERENCE_DIR")
+        self.sb: Sandbox = from_env(self.env, hidden=[store] if store else [])
+        self.sub = self.work / "sub"
+        for d in (self.sub, self.sub / "cache"):
+            d.mkdir()
+            self.sb.give(d)  # each: the runner cannot create anything inside once given
+        (self.work / "bench").mkdir(mode=0o700)
+        (self.work / "client").mkdir(mode=0o700)
+        if self.sb.separate_uid:
+            os.chmod(self.work, 0o711)  # its uid may reach fork/, shadow/, sub/, not list them
+        self.child_env = self._child_env(self.sub / "cache", home=self.sub)
+        #: the trusted processes' env: caches the fork cannot plant anything in
+        self.client_env = self._child_env(self.work / "client" / "cache")
 
     # -- environment ---------------------------------------------------------------------------
 
-    def _child_env(self) -> dict[str, str]:
-        """Private caches per job: nothing one fork compiles or caches reaches the next job."""
-        cache = self.work / "cache"
+    def _child_env(self, cache: Path, home: Path | None = None) -> dict[str, str]:
+        """Private caches per job: nothing one fork compiles or caches reaches the next job.
+        ``home``: the fork's HOME/TMPDIR (its sandbox dir), no user site dir."""
         env = base_env(self.env)
+        if home is not None:
+            env.update(self.sb.home_env(home))
         env.update(
             {
                 "XDG_CACHE_HOME": str(cache),
@@ -99,6 +113,7 @@ class ModelJob:
             details=dict(self.details),
             warnings=list(self.warnings),
             score=self.score,
+            score_info=None if self.score is None else bench.score_info(self.cfg.ranking_metric),
             **kw,
         )
 
@@ -110,16 +125,21 @@ class ModelJob:
     def _checkpoint(self, after: str) -> None:
         self.ctx.checkpoint(self._partial(), after)
 
-    def _phase(self, name: str, detail: str = "") -> _PhaseCtx:
-        return _PhaseCtx(self, name, detail)
+    def _phase(self, name: str, detail: str = "") -> PhaseCtx:
+        return PhaseCtx(self.phases, name, detail)
 
     # -- the job --------------------------------------------------------------------------------
 
     def run(self) -> FullResult:
         try:
+            self._sandbox_facts()
             self._install()
             self._start_server()
             passed = self._runs()
+            if self.to_audit:
+                if self.server is not None:  # the stock reference may need the accelerator
+                    self.server.stop()
+                run_audit(self, self.to_audit)
             return self._finish(passed)
         except StageError as e:
             return self._failed(e)
@@ -130,9 +150,18 @@ class ModelJob:
         finally:
             if self.server is not None:
                 self.server.stop()
-            self._copy_logs()
+            self.sb.kill_all()  # nothing of the fork's uid outlives the job
+            copy_log_tails(self.work, self.logs_dir)
             if self.env.get("KITEBENCH_KEEP_WORK") != "1":
-                shutil.rmtree(self.work, ignore_errors=True)
+                self.sb.remove_tree(self.work)  # sub/ is the fork's, it may have locked it
+
+    def _sandbox_facts(self) -> None:
+        self.details["sandbox"] = self.sb.describe()
+        if not self.sb.hardened:
+            self.warnings.append(
+                "sandbox none: the fork's server ran under the runner's uid, so the benchmark "
+                "client, its results and the audit's reference store were not out of its reach"
+            )
 
     def _install(self) -> None:
         limits = arch.Limits(
@@ -168,7 +197,13 @@ class ModelJob:
                 "fork_dir": fork.name,
             }
             self.installed = install(
-                fork, self.work, self.python, self.child_env, self.cfg.install_timeout
+                fork,
+                self.work,
+                self.python,
+                self.child_env,
+                self.cfg.install_timeout,
+                sb=self.sb,
+                run_dir=self.sub,
             )
             inst = self.installed
             self.details["install"] = {
@@ -181,7 +216,7 @@ class ModelJob:
             }
             ph.detail = f"{inst.method}: {len(inst.fork_files)} fork files, vLLM {inst.version}"
             self.system.torch = (
-                _torch_version(self.python, self.child_env, self.work) or self.system.torch
+                torch_version(self.python, self.client_env, self.work) or self.system.torch
             )
         self._checkpoint("install")
 
@@ -199,8 +234,10 @@ class ModelJob:
             model=model,
             served_model_name=self.cfg.model_name,
             log=self.work / "server.log",
-            cwd=self.work / "run",
+            cwd=self.sub,
             env=env,
+            sandbox=self.sb,
+            writable=list(fork_dirs(self.work)),
             tensor_parallel=self.cfg.tensor_parallel,
             extra_args=list(self.cfg.vllm_args),
             command=self.cfg.server_command,
@@ -251,7 +288,7 @@ class ModelJob:
                 )
             except perplexity.GateError as e:
                 ph.fail(str(e))
-                result = self._eval(
+                result = eval_result(
                     start, False, cmd, {"check": "fail"}, stderr=str(e), exit_code=112, t0=t0
                 )
                 self.details["perplexity"] = {"error": str(e), "documents": len(docs)}
@@ -284,12 +321,12 @@ class ModelJob:
             ph.detail = verdict.message()
             if not verdict.passed:
                 ph.fail(verdict.message())
-                result = self._eval(
+                result = eval_result(
                     start, False, cmd, keys, stdout=verdict.message(), exit_code=112, t0=t0
                 )
                 self.runs[run] = result
                 raise StageError("perplexity", f"perplexity gate failed: {verdict.message()}")
-        return self._eval(start, True, cmd, keys, stdout=verdict.message(), exit_code=0, t0=t0)
+        return eval_result(start, True, cmd, keys, stdout=verdict.message(), exit_code=0, t0=t0)
 
     def _benchmark(self, run: str, start: Any, gate_keys: dict[str, str]) -> EvalResult:
         assert self.server is not None and self.installed is not None
@@ -299,6 +336,9 @@ class ModelJob:
         deadline = time.monotonic() + self.cfg.benchmark_timeout
         t0 = time.monotonic()
         results: list[bench.ShapeResult] = []
+        seed = self._run_seed(run)
+        # The audit needs the kit's own client; a task's bench_command is trusted but unaudited.
+        record = self.cfg.bench_command is None
         with self._phase("benchmark", f"run {run}") as ph:
             try:
                 for i, shape in enumerate(self.cfg.benchmark_shapes):
@@ -309,11 +349,12 @@ class ModelJob:
                         base_url=self.server.base_url,
                         model=self.cfg.model_name,
                         tokenizer=tokenizer,
-                        seed=self.p.seed or 0,
+                        seed=seed,
                         out_dir=out_dir,
-                        env=dict(self.child_env),
-                        cwd=self.work / "run",
+                        env=dict(self.client_env),
+                        cwd=self.work / "client",
                         timeout=deadline - time.monotonic(),
+                        record=record,
                     )
                     bench.check_complete(r)
                     results.append(r)
@@ -322,13 +363,17 @@ class ModelJob:
             except StageError as e:
                 ph.fail(e.message.splitlines()[0])
                 keys = {**gate_keys, "check": "fail", **bench.result_strings(results)}
-                self.runs[run] = self._eval(
+                self.runs[run] = eval_result(
                     start, False, "vllm bench serve", keys, stderr=e.message, exit_code=1, t0=t0
                 )
                 self._record_bench(run, results)
                 raise
             ph.detail = f"{len(results)} shape(s), {self.cfg.ranking_metric} = {score:.6g}"
         self._record_bench(run, results)
+        if record:
+            self.to_audit.append(Audited(run, seed, results))
+        elif run == runs_for_mode(self.p.mode)[-1]:
+            self.warnings.append("bench_command is set: the timed run's outputs were not audited")
         self.score = score
         self.details["ranking_metric"] = self.cfg.ranking_metric
         self.details["ranking_by"] = self.p.ranking_by
@@ -344,39 +389,21 @@ class ModelJob:
             f"shape {r.index} ({r.spec}): {self.cfg.ranking_metric}={r.keys.get(self.cfg.ranking_metric)}"
             for r in results
         )
-        return self._eval(
+        return eval_result(
             start, True, shlex.join(results[-1].command), keys, stdout=summary, exit_code=0, t0=t0
         )
+
+    def _run_seed(self, run: str) -> int:
+        """The ranked run's prompts are the payload's seed; an earlier benchmark run of the same
+        job gets other prompts, so a fork cannot replay answers it memoised there."""
+        seed = self.p.seed or 0
+        return seed if run == runs_for_mode(self.p.mode)[-1] else seed + 1
 
     def _record_bench(self, run: str, results: list[bench.ShapeResult]) -> None:
         self.details.setdefault("benchmarks", {})[run] = [
             {"spec": r.spec, "keys": r.keys, "lists": r.lists, "duration_s": round(r.duration_s, 3)}
             for r in results
         ]
-
-    def _eval(
-        self,
-        start: Any,
-        passed: bool,
-        command: str,
-        keys: dict[str, str],
-        *,
-        stdout: str = "",
-        stderr: str = "",
-        exit_code: int,
-        t0: float,
-    ) -> EvalResult:
-        run = RunResult(
-            success=exit_code in (0, 112),
-            passed=passed,
-            command=command,
-            stdout=stdout,
-            stderr=stderr,
-            exit_code=exit_code,
-            duration=round(time.monotonic() - t0, 3),
-            result=keys,
-        )
-        return EvalResult(start=start, end=now(), run=run)
 
     def _finish(self, passed: bool) -> FullResult:
         with self._phase("collect"):
@@ -401,73 +428,12 @@ class ModelJob:
             kitebench=self._info(stage=e.stage, exit_code=int(code), passed=False),
         )
 
-    def _copy_logs(self) -> None:
-        """The tails of the install, server and bench logs, next to result.json."""
-        sources = [
-            self.work / "install.log",
-            self.work / "server.log",
-            *sorted((self.work / "bench").glob("*/shape-*/bench.log")),
-            *sorted((self.work / "bench").glob("*/shape-*/result.json")),
-        ]
-        for src in sources:
-            if not src.is_file():
-                continue
-            rel = src.relative_to(self.work)
-            dst = self.logs_dir / str(rel).replace(os.sep, "_")
-            with contextlib.suppress(OSError):
-                dst.parent.mkdir(parents=True, exist_ok=True)
-                with open(src, "rb") as f:
-                    size = f.seek(0, 2)
-                    f.seek(max(0, size - LOG_COPY_BYTES))
-                    dst.write_bytes(f.read())
-
-
-def _torch_version(python: str, env: dict[str, str], cwd: Path) -> str:
-    """torch of the vLLM environment (``system.torch``), not of the runner's interpreter."""
-    code = "import importlib.metadata as m; print(m.version('torch'))"
-    try:
-        out = subprocess.run(
-            [python, "-c", code],
-            env=env,
-            cwd=cwd,
-            capture_output=True,
-            text=True,
-            timeout=60,
-            check=False,
-        )
-    except (OSError, subprocess.SubprocessError):
-        return ""
-    return out.stdout.strip() if out.returncode == 0 else ""
-
-
-class _PhaseCtx:
-    """``with job._phase(name) as ph``: times the phase; an exception marks it failed."""
-
-    def __init__(self, job: ModelJob, name: str, detail: str) -> None:
-        self.job, self.name, self.detail = job, name, detail
-        self._failed: str | None = None
-
-    def fail(self, detail: str) -> None:
-        self._failed = detail
-
-    def __enter__(self) -> _PhaseCtx:
-        self.timer = PhaseTimer(self.name, self.detail)
-        return self
-
-    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
-        ok = exc_type is None and self._failed is None
-        detail = self._failed or (
-            exc.message.splitlines()[0][:500] if isinstance(exc, StageError) else self.detail
-        )
-        if exc_type is not None and not isinstance(exc, StageError):
-            detail = f"{exc_type.__name__}: {exc}"[:500]
-        self.job.phases.append(self.timer.finish(ok, detail))
-
 
 def run_model(payload: ModelPayload, ctx: RunContext) -> FullResult:
-    # As on the kernel path, the fork's code runs as our uid: non-dumpable, it can neither ptrace
-    # the runner nor read its environ; as subreaper, whatever it daemonises out of the server's
-    # process group (setsid) is re-parented to us and killed when the job ends.
+    # The fork's code runs in the job's sandbox (ModelJob.sb); as a fallback for mode ``none``
+    # (same uid) we are non-dumpable, so it can neither ptrace the runner nor read its environ;
+    # as subreaper, whatever it daemonises out of the server's process group (setsid) is
+    # re-parented to us and killed when the job ends.
     become_subreaper()
     hide_from_same_user()
     keep = children_now()

@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from runner.model.util import StageError, tail_file
+from runner.sandbox import Sandbox
 
 DEFAULT_COMMAND = [
     "{python}",
@@ -69,6 +70,10 @@ class ServerSpec:
     command: list[str] | None = None
     host: str = "127.0.0.1"
     port: int = 0
+    #: the fork's server runs in the job's sandbox (None: the stock reference, the runner's uid)
+    sandbox: Sandbox | None = None
+    #: dirs bound into a namespace sandbox besides ``cwd`` (the fork's installed trees)
+    writable: list[Path] = field(default_factory=list)
 
     def argv(self) -> list[str]:
         values = {
@@ -94,6 +99,12 @@ class Server:
         self.spec = spec
         self.proc: subprocess.Popen[bytes] | None = None
         self.argv = spec.argv()
+        sb = spec.sandbox
+        #: what is executed: the argv inside the sandbox (the network is shared: the client
+        #: reaches the server on loopback)
+        self.exec_argv = (
+            sb.command(self.argv, cwd=spec.cwd, writable=spec.writable, share_net=True) if sb is not None else self.argv
+        )
 
     @property
     def base_url(self) -> str:
@@ -106,13 +117,14 @@ class Server:
         with open(self.spec.log, "ab") as logf:
             try:
                 self.proc = subprocess.Popen(
-                    self.argv,
+                    self.exec_argv,
                     stdout=logf,
                     stderr=subprocess.STDOUT,
                     stdin=subprocess.DEVNULL,
                     cwd=self.spec.cwd,
                     env=self.spec.env,
                     start_new_session=True,
+                    **(self.spec.sandbox.popen_kwargs() if self.spec.sandbox else {}),
                 )
             except OSError as e:
                 raise StageError(
@@ -161,6 +173,8 @@ class Server:
             os.killpg(proc.pid, signal.SIGKILL)
         with contextlib.suppress(subprocess.TimeoutExpired):
             proc.wait(timeout=5)
+        if self.spec.sandbox is not None:  # whatever of its uid left the group (setsid)
+            self.spec.sandbox.kill_all(protect=proc.pid)
 
     def __enter__(self) -> Server:
         return self

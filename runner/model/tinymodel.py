@@ -1,7 +1,11 @@
-"""Build a tiny Llama model directory (config + byte-level BPE tokenizer, no weights) for vLLM.
+"""Build a tiny Llama model directory (config, byte-level BPE tokenizer, weights) for vLLM.
 
-Served with ``--load-format dummy`` (random weights), it lets the whole model path run on a CPU
-with no download: the tests and ``examples/vllm_tiny`` use it. Run with the vLLM venv's python:
+It lets the whole model path run on a CPU with no download: the tests and ``examples/vllm_tiny``
+use it. The weights are written, not random: vLLM's dummy weights are ~0, so every next token is
+about equally likely and greedy decoding is decided by float noise (it can flip between two
+servers or batch layouts), which makes outputs impossible to audit. Here the next-token
+distribution is peaked, a fixed function of the current token (see :func:`weights`), so honest
+greedy outputs agree token for token and garbage is far off. Run with the vLLM venv's python:
 
     python runner/model/tinymodel.py OUT_DIR
 
@@ -20,8 +24,12 @@ from pathlib import Path
 VOCAB = 512
 # head_dim 64: the CPU attention backend rejects small head sizes such as 16.
 HIDDEN, HEADS, LAYERS, MAX_POS = 128, 2, 2, 512
-#: Written last: its presence means the directory is complete.
-MARKER = "kitebench-tiny-model.txt"
+#: Logit of the successor token; the others get ~N(0, (SCALE / sqrt(HIDDEN))^2). 8 keeps the
+#: greedy margin at ~5 nats while a +5 logit on one token still moves the perplexity by ~5 %.
+SCALE = 8.0
+WEIGHTS_SEED = 1234
+#: Written last: its presence means the directory is complete (the name changes with the format).
+MARKER = "kitebench-tiny-model-v2.txt"
 
 _TRAINING_TEXT = """\
 The quick brown fox jumps over the lazy dog while the river runs past the old mill.
@@ -32,6 +40,7 @@ A server answers requests; a client counts how many answers arrive in each secon
 
 
 def build(out: Path) -> Path:
+    from safetensors.torch import save_file
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import LlamaConfig, PreTrainedTokenizerFast
 
@@ -47,6 +56,7 @@ def build(out: Path) -> Path:
     tok.train_from_iterator([_TRAINING_TEXT] * 50, trainer=trainer)
     fast = PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<s>", eos_token="</s>")
     config = LlamaConfig(
+        tie_word_embeddings=False,
         vocab_size=tok.get_vocab_size(),
         hidden_size=HIDDEN,
         intermediate_size=4 * HIDDEN,
@@ -63,6 +73,11 @@ def build(out: Path) -> Path:
     try:
         fast.save_pretrained(tmp)
         config.save_pretrained(tmp)
+        save_file(weights(config.vocab_size), str(tmp / "model.safetensors"))
+        # Readable by the submission's uid too (its server loads the weights); mkdtemp gave 0700.
+        os.chmod(tmp, 0o755)
+        for f in tmp.iterdir():
+            os.chmod(f, 0o644)
         (tmp / MARKER).write_text(f"vocab={config.vocab_size} hidden={HIDDEN} layers={LAYERS}\n")
         if out.exists():
             shutil.rmtree(out)
@@ -71,6 +86,43 @@ def build(out: Path) -> Path:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return out
+
+
+def weights(vocab: int) -> dict:
+    """A Llama whose layers add nothing (o_proj = down_proj = 0), so the last hidden state is
+    the current token's embedding, and whose lm_head maps each token's embedding to a fixed
+    successor (a seeded permutation): next token = f(current token), by a wide margin."""
+    import torch
+
+    g = torch.Generator().manual_seed(WEIGHTS_SEED)
+    emb = torch.randn(vocab, HIDDEN, generator=g)
+    emb = emb / emb.norm(dim=1, keepdim=True) * HIDDEN**0.5  # RMS 1: RMSNorm leaves it as is
+    succ = torch.randperm(vocab, generator=g)
+    head = torch.zeros(vocab, HIDDEN)
+    head[succ] = emb * (SCALE / HIDDEN)  # row succ[t] · norm(emb[t]) = SCALE
+    inter = 4 * HIDDEN
+    w: dict = {
+        "model.embed_tokens.weight": emb,
+        "model.norm.weight": torch.ones(HIDDEN),
+        "lm_head.weight": head,
+    }
+    for i in range(LAYERS):
+        p = f"model.layers.{i}."
+        small = lambda *shape: torch.randn(*shape, generator=g) * 0.02  # noqa: E731
+        w.update(
+            {
+                p + "input_layernorm.weight": torch.ones(HIDDEN),
+                p + "post_attention_layernorm.weight": torch.ones(HIDDEN),
+                p + "self_attn.q_proj.weight": small(HIDDEN, HIDDEN),
+                p + "self_attn.k_proj.weight": small(HIDDEN, HIDDEN),
+                p + "self_attn.v_proj.weight": small(HIDDEN, HIDDEN),
+                p + "self_attn.o_proj.weight": torch.zeros(HIDDEN, HIDDEN),
+                p + "mlp.gate_proj.weight": small(inter, HIDDEN),
+                p + "mlp.up_proj.weight": small(inter, HIDDEN),
+                p + "mlp.down_proj.weight": torch.zeros(HIDDEN, inter),
+            }
+        )
+    return {k: v.contiguous() for k, v in w.items()}
 
 
 def main(argv: list[str]) -> int:
