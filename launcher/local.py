@@ -7,29 +7,36 @@ Isolation (``--isolation``, ``SubmitOptions.extra["isolation"]``):
     docker   the same container isolation as a vendor host (an error when unavailable)
     process  ``python -m runner`` in a subprocess with the container's env contract
 
-Either way the runner gets ``SUBMISSION_PAYLOAD`` (or ``KITEBENCH_PAYLOAD_FILE`` when the
-encoded payload is too big for one env string) and a fresh ``KITEBENCH_OUTPUT_DIR``; the result is
-read back from its result.json. The mode used is reported in ``result.kitebench.isolation``.
+In process isolation the runner gets a per-job key and the payload on its stdin (nothing on disk
+or in an environment another process of this user could read), an allow-listed environment and a
+fresh ``KITEBENCH_OUTPUT_DIR``; the result is read back from its result.json and accepted only if
+the runner signed it with that key (runner.resultio). The submission itself runs in the runner's
+sandbox (runner.sandbox): as root under a uid of its own where the interpreter is reachable by
+other uids, in bubblewrap namespaces where they can be made, else ``process (not hardened)``.
+The mode used is reported in ``result.kitebench.isolation``.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
+import random
 import signal
 import subprocess
 import sys
 import tempfile
 import threading
 import time
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 from launcher.base import StatusCallback, StatusEvent, SubmitOptions
 from launcher.errors import UsageError
-from runner import codec
+from runner import codec, sandbox
 from runner.contract import COMPILE_TIMEOUT_S, FullResult, RunnerExit
-from runner.resultio import RESULT_NAME, ResultFileError, not_written_by_runner, read_result
+from runner.kernels.process import hide_from_same_user
+from runner.resultio import RESULT_NAME, ResultFileError, new_key, read_result
 
 ISOLATION_MODES = ("auto", "docker", "process")
 #: Time the runner gets after SIGTERM to write its partial result before it is killed.
@@ -37,6 +44,20 @@ TERM_GRACE_S = 15.0
 #: Slack on top of the payload's own timeouts (start-up, system probe, cleanup).
 BUDGET_SLACK_S = 60.0
 _STDERR_KEEP = 64 * 1024
+#: Per-job submission uids (process isolation as root) come from this range: no account has them,
+#: so "every process of this uid" is exactly the job's.
+JOB_UID_RANGE = (1_500_000_000, 2_000_000_000)
+#: The runner's environment is this allow-list (plus the ``KITEBENCH_RUNNER_*`` settings and the
+#: prefixes below), never the user's whole environment (tokens, cloud credentials...).
+RUNNER_ENV_ALLOW = frozenset({
+    "PATH", "LANG", "LANGUAGE", "LC_ALL", "LC_CTYPE", "TZ", "HOME", "USER", "LOGNAME",
+    "VIRTUAL_ENV", "PYTHONPATH", "LD_LIBRARY_PATH", "PYTHONHASHSEED", "OMP_NUM_THREADS",
+    "CUDA_HOME", "CUDA_PATH", "CUDA_VISIBLE_DEVICES", "NVIDIA_VISIBLE_DEVICES",
+    "KITEBENCH_VLLM_PYTHON", "KITEBENCH_MODELS_DIR",
+})
+RUNNER_ENV_PREFIXES = (
+    "KITEBENCH_RUNNER_", "LC_", "OPENBLAS_", "MKL_", "TORCH_", "TRITON_", "HF_", "VLLM_",
+)
 
 
 def _docker_backend() -> Any | None:
@@ -108,9 +129,10 @@ class LocalLauncher:
         started = time.monotonic()
         emit = _emitter(on_status, started)
         emit("starting", f"local run, isolation: {mode} ({why})")
-        with tempfile.TemporaryDirectory(prefix="kitebench-local-") as tmp:
-            out_dir = Path(tmp) / "out"
-            out_dir.mkdir()
+        tmp = Path(tempfile.mkdtemp(prefix="kitebench-local-"))
+        try:
+            out_dir = tmp / "out"
+            out_dir.mkdir(mode=0o700)
             if mode == "docker":
                 docker = _docker_backend()
                 assert docker is not None
@@ -119,8 +141,11 @@ class LocalLauncher:
                 )
                 result.kitebench.isolation.setdefault("mode", "docker")
             else:
-                result = self._run_process(payload, Path(tmp), out_dir, emit, timeout_s)
+                result = self._run_process(payload, tmp, out_dir, emit, timeout_s)
                 result.kitebench.isolation.setdefault("mode", "process")
+        finally:
+            # never raises: whatever a submission left (or keeps writing) here, the verdict stands
+            sandbox.remove_tree(tmp)
         emit("passed" if result.passed else "failed", _summary(result))
         return result
 
@@ -134,28 +159,37 @@ class LocalLauncher:
         emit: Any,
         timeout_s: float | None,
     ) -> FullResult:
+        # Processes of this user (a submission left by another tool, say) can neither ptrace us
+        # nor read our memory, where the key is.
+        hide_from_same_user()
+        os.chmod(tmp, 0o711)  # a submission uid may pass through to its work dir, no more
+        work = tmp / "work"
+        work.mkdir()
+        os.chmod(work, 0o711)
+        key = new_key()
+        job_uid = _job_uid() if os.geteuid() == 0 else None
         env = runner_env(os.environ)
-        encoded = codec.encode(payload, limit=None)
-        if len(encoded) > codec.INLINE_LIMIT:  # too big for one env string (Linux: 128 KiB)
-            path = tmp / "payload.b64"
-            path.write_text(encoded, encoding="ascii")
-            env["KITEBENCH_PAYLOAD_FILE"] = str(path)
-        else:
-            env["SUBMISSION_PAYLOAD"] = encoded
-        env["KITEBENCH_OUTPUT_DIR"] = str(out_dir)
+        env.update(KITEBENCH_OUTPUT_DIR=str(out_dir), KITEBENCH_WORK_DIR=str(work),
+                   KITEBENCH_INPUT="stdin")
+        if job_uid is not None:
+            env[sandbox.ENV_UID] = env[sandbox.ENV_GID] = str(job_uid)
+        stdin = (key + "\n" + codec.encode(payload, limit=None)).encode("ascii")
         budget = _budget(payload, timeout_s)
         with open(tmp / "runner.stderr", "w+b") as err:
+            os.chmod(err.name, 0o600)
             proc = subprocess.Popen(
-                [self.python, "-m", "runner"],
+                [self.python, "-s", "-m", "runner"],  # -s: no user site dir for the runner
                 cwd=tmp,
                 env=env,
-                stdin=subprocess.DEVNULL,
+                stdin=subprocess.PIPE,
                 stdout=err,
                 stderr=err,
                 start_new_session=True,  # Ctrl-C reaches us; we stop the runner cleanly
             )
+            feeder = threading.Thread(target=_feed, args=(proc, stdin), daemon=True)
+            feeder.start()
             emit("running", f"runner pid {proc.pid}, isolation: process")
-            watcher = _CheckpointWatcher(out_dir / RESULT_NAME, emit)
+            watcher = _CheckpointWatcher(out_dir / RESULT_NAME, emit, key=key)
             watcher.start()
             stopped = ""
             try:
@@ -169,20 +203,42 @@ class LocalLauncher:
                 raise
             finally:
                 watcher.stop()
+                # whatever happened to the runner (killed, stopped, crashed), nothing of the
+                # submission outlives this call
+                if job_uid is not None:
+                    sandbox.Sandbox(mode="uid", uid=job_uid, gid=job_uid).kill_all()
             err.seek(0, os.SEEK_END)
             size = err.tell()
             err.seek(max(0, size - _STDERR_KEEP))
             stderr = err.read().decode("utf-8", "replace")
-        return _collect(out_dir, proc.returncode, stderr, stopped)
+        return _collect(out_dir, proc.returncode, stderr, stopped, key)
 
 
-def runner_env(base: Any) -> dict[str, str]:
-    """The runner's environment: ours without payload/kitebench variables, with ``runner``
-    importable (this checkout or the installed package)."""
-    env = {k: v for k, v in base.items() if not k.startswith(("SUBMISSION_", "KITEBENCH_"))}
-    env.update(
-        {k: base[k] for k in ("KITEBENCH_VLLM_PYTHON", "KITEBENCH_MODELS_DIR") if k in base}
-    )  # model path: this machine's vLLM + models
+def _feed(proc: subprocess.Popen[bytes], data: bytes) -> None:
+    """Write the key + payload to the runner's stdin (a thread: a large payload fills the pipe)."""
+    assert proc.stdin is not None
+    with contextlib.suppress(OSError):
+        proc.stdin.write(data)
+    with contextlib.suppress(OSError):
+        proc.stdin.close()
+
+
+def _job_uid() -> int:
+    """A uid no account and no running process has: the submission's, for this job only."""
+    while True:
+        uid = random.randint(*JOB_UID_RANGE)
+        if not sandbox._pids_of_uid(uid):
+            return uid
+
+
+def runner_env(base: Mapping[str, str]) -> dict[str, str]:
+    """The runner's environment: an allow-list of ours (never tokens or the user's other
+    variables), with ``runner`` importable (this checkout or the installed package)."""
+    env = {
+        k: v for k, v in base.items()
+        if (k in RUNNER_ENV_ALLOW or k.startswith(RUNNER_ENV_PREFIXES))
+        and not _is_secret(k)
+    }
     import runner
 
     root = str(Path(runner.__file__).resolve().parent.parent)
@@ -205,9 +261,17 @@ def _stop(proc: subprocess.Popen[bytes]) -> None:
         proc.wait()
 
 
-def _collect(out_dir: Path, returncode: int | None, stderr: str, stopped: str) -> FullResult:
+def _is_secret(name: str) -> bool:
+    from runner.kernels.environment import is_secret
+
+    return is_secret(name)
+
+
+def _collect(
+    out_dir: Path, returncode: int | None, stderr: str, stopped: str, key: str
+) -> FullResult:
     try:
-        result = read_result(out_dir / RESULT_NAME)
+        result = read_result(out_dir / RESULT_NAME, key=key)
     except ResultFileError as e:
         tail = " | ".join(stderr.strip().splitlines()[-5:])
         msg = f"the runner (exit code {returncode}) left no usable result: {e}"
@@ -216,13 +280,6 @@ def _collect(out_dir: Path, returncode: int | None, stderr: str, stopped: str) -
         if tail:
             msg += f"; runner stderr: {tail[-1500:]}"
         return FullResult.failure(msg, "internal", RunnerExit.INTERNAL)
-    # no exit code at all cannot vouch for the file either
-    code = -1 if returncode is None else returncode
-    forged = None if stopped else not_written_by_runner(result, code)
-    if forged is not None:
-        return FullResult.failure(
-            f"{forged}, the runner exited with {returncode}", "internal", RunnerExit.INTERNAL
-        )
     if stopped:
         result.success = False
         result.error = f"{stopped}; {result.error}" if result.error else stopped
@@ -251,9 +308,10 @@ def _emitter(on_status: StatusCallback | None, started: float) -> Any:
 class _CheckpointWatcher(threading.Thread):
     """Reports each run as the runner checkpoints it (result.json changes after every run)."""
 
-    def __init__(self, path: Path, emit: Any, interval: float = 0.5) -> None:
+    def __init__(self, path: Path, emit: Any, interval: float = 0.5, key: str | None = None) -> None:
         super().__init__(name="kitebench-watch", daemon=True)
         self.path = path
+        self.key = key
         self.emit = emit
         self.interval = interval
         self._stop_event = threading.Event()
@@ -270,7 +328,7 @@ class _CheckpointWatcher(threading.Thread):
                 continue
             last = stamp
             try:
-                partial = read_result(self.path)
+                partial = read_result(self.path, key=self.key)
             except ResultFileError:
                 continue
             for name, ev in partial.runs.items():

@@ -177,8 +177,11 @@ class Sandbox:
     def give(self, path: str | os.PathLike[str]) -> None:
         """Hand a fresh work dir to the submission's uid (it must write there, the runner not)."""
         if self.uid is not None:
+            # chmod first: once it is theirs, a runner without CAP_FOWNER may not chmod it.
+            # 0711: Popen changes into the dir before it changes uid, so the runner (no
+            # DAC_READ_SEARCH in the container) must be able to pass through, not list
+            os.chmod(path, 0o711)
             os.chown(path, self.uid, self.gid if self.gid is not None else self.uid)
-            os.chmod(path, 0o700)
 
     def home_env(self, work: str | os.PathLike[str]) -> dict[str, str]:
         """HOME/TMPDIR in the work dir, no user site dir: nothing one run leaves (a ``.pth``

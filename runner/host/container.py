@@ -12,8 +12,16 @@ Why each setting (see docs/vendor-host.md):
   model path needs (vLLM server and benchmark client talk over 127.0.0.1 inside the container)
   and kernels need no network at all, so both use it;
 - read-only root, tmpfs ``/tmp`` and work dir (exec: compilers and triton load what they build),
-  the output dir bind-mounted read-write, a non-root user, ``cap_drop=["ALL"]``,
   ``no-new-privileges``, no init process (PID 1 is the non-dumpable runner);
+- privilege separation (runner.sandbox): the container starts as root with ``cap_drop=["ALL"]``
+  and only CHOWN, SETUID, SETGID and KILL added back, so that the runner can start the
+  submission under its own unprivileged uid (``KITEBENCH_CONTAINER_USER``), hand it its work dirs
+  and kill every process of that uid; the submission (after the uid change and exec) has no
+  capability at all. Root without DAC_OVERRIDE cannot read or write what the submission owns,
+  so it only ever writes its own files;
+- the output dir is bind-mounted inside a 0700 root tmpfs (:data:`VERDICT_DIR`): the submission
+  cannot even reach it; result.json is signed with a per-job key (runner.resultio) that only
+  PID 1's environment holds;
 - an environment ALLOW-LIST: the payload and runner settings, nothing from the agent (never
   ``BUILDKITE_AGENT_ACCESS_TOKEN``); labels say which Buildkite job and GPU a container serves.
 """
@@ -23,10 +31,16 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from runner import sandbox
 from runner.host.settings import HostSettings, parse_size
+from runner.resultio import KEY_ENV
 
+#: A root-only (0700) tmpfs: the output dir is mounted inside it, out of the submission's reach.
+VERDICT_DIR = "/kitebench/verdict"
 #: Where the output dir (result.json) is mounted in the container.
-OUTPUT_MOUNT = "/kitebench/out"
+OUTPUT_MOUNT = f"{VERDICT_DIR}/out"
+#: The only capabilities the runner keeps (see the module docstring); the submission has none.
+RUNNER_CAPS = ("CHOWN", "SETUID", "SETGID", "KILL")
 #: Where KITEBENCH_MODELS_DIR is mounted (read-only): the model path's default models dir.
 MODELS_MOUNT = "/models"
 #: The writable work dir (tmpfs); TMPDIR points here so the runner's work dirs land in it.
@@ -47,20 +61,29 @@ ENV_ALLOW_PREFIX = "KITEBENCH_RUNNER_"
 ENV_DENY_SUBSTRINGS = ("TOKEN", "SECRET", "PASSWORD", "ACCESS_KEY", "PRIVATE_KEY")
 
 
-def container_env(host_env: Mapping[str, str], settings: HostSettings) -> dict[str, str]:
+def container_env(
+    host_env: Mapping[str, str], settings: HostSettings, key: str | None = None
+) -> dict[str, str]:
     """The container's whole environment: the allow-listed host variables + fixed settings."""
     env: dict[str, str] = {}
-    for key, value in host_env.items():
-        allowed = key in ENV_ALLOW or key.startswith(ENV_ALLOW_PREFIX)
-        if allowed and not any(bad in key.upper() for bad in ENV_DENY_SUBSTRINGS):
-            env[key] = value
+    for name, value in host_env.items():
+        allowed = name in ENV_ALLOW or name.startswith(ENV_ALLOW_PREFIX)
+        if allowed and not any(bad in name.upper() for bad in ENV_DENY_SUBSTRINGS):
+            env[name] = value
+    uid, gid = settings.submission_ids
     env.update(
         KITEBENCH_OUTPUT_DIR=OUTPUT_MOUNT,
+        KITEBENCH_WORK_DIR=WORK_DIR,
         TMPDIR=WORK_DIR,
         HOME=WORK_DIR,
         PYTHONDONTWRITEBYTECODE="1",
         NVIDIA_VISIBLE_DEVICES=settings.gpu_device or "void",
     )
+    env[sandbox.ENV_UID] = str(uid)
+    env[sandbox.ENV_GID] = str(gid)
+    env[sandbox.ENV_NAMESPACES] = "0"  # docker's seccomp profile refuses new namespaces
+    if key is not None:
+        env[KEY_ENV] = key
     if settings.gpu_uuid:
         env["KITEBENCH_GPU_UUID"] = settings.gpu_uuid  # the runner can assert what it sees
     return env
@@ -83,6 +106,7 @@ def container_kwargs(
     host_env: Mapping[str, str],
     job_id: str | None = None,
     build: str | None = None,
+    key: str | None = None,
 ) -> dict[str, Any]:
     """Every keyword for ``client.containers.run(detach=True, **kw)`` / ``containers.create``."""
     tmpfs_opts = f"rw,exec,nosuid,nodev,size={parse_size(settings.tmpfs_size)}"
@@ -96,14 +120,20 @@ def container_kwargs(
     kw: dict[str, Any] = {
         "image": image,
         "detach": True,
-        "environment": container_env(host_env, settings),
-        "user": settings.user,
+        "environment": container_env(host_env, settings, key),
+        # root with four capabilities: the runner; the submission gets settings.user
+        "user": "0:0",
         "working_dir": WORK_DIR,
         "network_mode": "none",
         "read_only": True,
-        "tmpfs": {"/tmp": tmpfs_opts, WORK_DIR: tmpfs_opts},
+        "tmpfs": {
+            "/tmp": tmpfs_opts,
+            WORK_DIR: tmpfs_opts,
+            VERDICT_DIR: "rw,noexec,nosuid,nodev,size=1m,mode=0700",
+        },
         "volumes": {output_dir: {"bind": OUTPUT_MOUNT, "mode": "rw"}},
         "cap_drop": ["ALL"],
+        "cap_add": list(RUNNER_CAPS),
         "security_opt": ["no-new-privileges"],
         "pids_limit": settings.pids_limit,
         # No init process: PID 1 is the runner itself, which makes itself non-dumpable, so the

@@ -27,9 +27,9 @@ from typing import Any
 from runner import codec
 from runner.contract import FullResult, KitebenchInfo, RunnerExit
 from runner.host.cgroup import PidsWatch
-from runner.host.container import LABEL_SLOT, container_kwargs
+from runner.host.container import LABEL_SLOT, RUNNER_CAPS, container_kwargs
 from runner.host.settings import HostSettings, human_size
-from runner.resultio import RESULT_NAME, ResultFileError, not_written_by_runner, read_result
+from runner.resultio import RESULT_NAME, ResultFileError, new_key, read_result
 
 #: Seconds between checks of the cancel flag while waiting for the container.
 POLL_S = 1.0
@@ -167,7 +167,10 @@ def _run(
     work = Path(tempfile.mkdtemp(prefix="kitebench-job-"))  # 0700: other host users stay out
     out = work / "out"
     out.mkdir()
-    os.chmod(out, 0o777)  # the container's non-root user writes result.json here
+    # The runner (container root without DAC_OVERRIDE) writes here; the submission cannot reach
+    # it: it is mounted inside a 0700 tmpfs of the runner's.
+    os.chmod(out, 0o777)
+    key = new_key()
     container = None
     try:
         kwargs = container_kwargs(
@@ -177,6 +180,7 @@ def _run(
             host_env=host_env,
             job_id=host_env.get("BUILDKITE_JOB_ID"),
             build=host_env.get("BUILDKITE_BUILD_NUMBER"),
+            key=key,
         )
         status("container", f"starting {image}")
         try:
@@ -197,7 +201,7 @@ def _run(
         iso["timed_out"] = waited == "timeout"
         iso["pids_limit_hits"] = pids.max_events
         logs = _logs(container)
-        result = _collect(out, state, waited, budget, settings, pids.max_events, logs)
+        result = _collect(out, state, waited, budget, settings, pids.max_events, logs, key)
         seen_by_runner = result.kitebench.details.get("pids_limit_hits")
         if isinstance(seen_by_runner, int):
             iso["pids_limit_hits"] = max(seen_by_runner, pids.max_events or 0)
@@ -279,22 +283,19 @@ def _collect(
     settings: HostSettings,
     pids_hits: int | None,
     logs: str,
+    key: str | None = None,
 ) -> FullResult:
-    """The result to publish: result.json if valid, else a failure naming what went wrong; then
-    what the host saw (timeout, cancel, OOM, process limit) is folded in."""
+    """The result to publish: result.json if valid and signed with this job's key, else a
+    failure naming what went wrong; then what the host saw (timeout, cancel, OOM, process limit)
+    is folded in."""
     exit_code = state.get("ExitCode")
     oom = bool(state.get("OOMKilled"))
     try:
-        result = read_result(out / RESULT_NAME)
+        result = read_result(out / RESULT_NAME, key=key)
         problem = None
     except ResultFileError as e:
         result = None
         problem = str(e)
-
-    if result is not None and waited == "exited" and isinstance(exit_code, int):
-        problem = not_written_by_runner(result, exit_code)
-        if problem is not None:
-            result = None
 
     if result is None:
         why = f"{problem}; the runner exited with code {exit_code}"
@@ -349,6 +350,7 @@ def _settings_facts(s: HostSettings) -> dict[str, Any]:
         "pids_limit": s.pids_limit,
         "network": "none (loopback only)",
         "user": s.user,
+        "runner": "uid 0, capabilities " + ",".join(RUNNER_CAPS) + " only",
         "read_only_root": True,
         "cgroup_parent": s.cgroup_parent,
         "slot": s.slot_label,

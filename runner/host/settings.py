@@ -14,7 +14,9 @@
     KITEBENCH_TIMEOUT_MARGIN  seconds added to the payload's timeouts (default 120)
     KITEBENCH_STOP_GRACE      seconds between SIGTERM and SIGKILL on cancel (default 8; keep it
                               below the agent's BUILDKITE_CANCEL_GRACE_PERIOD, default 10)
-    KITEBENCH_CONTAINER_USER  uid:gid inside the container (default 10001:10001, never root)
+    KITEBENCH_CONTAINER_USER  numeric uid:gid the SUBMISSION runs as inside the container (default
+                              10001:10001, never root); the runner is PID 1, root with only
+                              CHOWN/SETUID/SETGID/KILL
     KITEBENCH_TMPFS_SIZE      size of /tmp and of the work dir tmpfs (default 4g each)
     KITEBENCH_MODELS_DIR      host dir of model dirs, mounted read-only at /models (model jobs
                               have no network, so the weights must come from here or the image)
@@ -100,10 +102,18 @@ class HostSettings(BaseModel):
     @field_validator("user")
     @classmethod
     def _not_root(cls, v: str) -> str:
-        uid = v.split(":", 1)[0]
+        uid, _, gid = v.partition(":")
         if uid in ("0", "root", ""):
             raise ValueError("the container user must not be root")
+        if not uid.isdigit() or not (gid or uid).isdigit() or (gid or uid) == "0":
+            raise ValueError(f"must be a numeric uid:gid like 10001:10001, not root: {v!r}")
         return v
+
+    @property
+    def submission_ids(self) -> tuple[int, int]:
+        """(uid, gid) the submission runs as inside the container."""
+        uid, _, gid = self.user.partition(":")
+        return int(uid), int(gid or uid)
 
     @field_validator("models_dir")
     @classmethod

@@ -46,6 +46,8 @@ from runner.kernels.protocol import (
     parse_popcorn,
 )
 from runner.kernels.workdir import CASES_NAME, cases_text, private_dir, write_files
+from runner.sandbox import Sandbox
+from runner.sandbox import from_env as sandbox_from_env
 from runner.system import collect_system, pids_limit_hits
 
 KernelPayload = PyPayload | CuPayload
@@ -243,8 +245,11 @@ def _hold_to_cases(run: RunResult, cases: int) -> None:
 class _Job:
     """The state of one kernel job; ``result()`` assembles a FullResult at any point."""
 
-    def __init__(self, payload: KernelPayload, ctx: RunContext, system: SystemInfo) -> None:
+    def __init__(
+        self, payload: KernelPayload, ctx: RunContext, system: SystemInfo, sandbox: Sandbox
+    ) -> None:
         self.payload = payload
+        self.sandbox = sandbox
         self.ctx = ctx
         self.system = system
         self.runs: dict[str, EvalResult] = {}
@@ -318,6 +323,7 @@ class _Job:
                 phases=list(self.phases),
                 warnings=list(self.warnings),
                 details=dict(self.details),
+                isolation={"sandbox": self.sandbox.describe()},
             ),
         )
 
@@ -327,7 +333,13 @@ def run_kernel(payload: KernelPayload, ctx: RunContext) -> FullResult:
     become_subreaper()
     hide_from_same_user()
     system = collect_system()
-    job = _Job(payload, ctx, system)
+    # The submission never sees where the verdict is written, nor the runner's processes.
+    sb = sandbox_from_env(ctx.env, hidden=[str(ctx.output_dir)])
+    job = _Job(payload, ctx, system, sb)
+    if not sb.hardened:
+        job.warnings.append(
+            "isolation: process (not hardened): " + str(sb.describe()["meaning"])
+        )
     env = child_env(
         ctx.env,
         seed=payload.seed,
@@ -375,6 +387,7 @@ def run_kernel(payload: KernelPayload, ctx: RunContext) -> FullResult:
             phases=partial.kitebench.phases,
             warnings=partial.kitebench.warnings,
             details=partial.kitebench.details,
+            isolation=partial.kitebench.isolation,
         )
 
 
@@ -406,12 +419,17 @@ def _run_all(
         with private_dir(base=job.work_base) as wd:
             argv = prepare(wd)
             (wd / CASES_NAME).write_text(cases_text(cases_for_run(payload, name)), encoding="utf-8")
+            # written by the runner first, then handed to the submission's uid: its HOME and
+            # TMPDIR live here, so nothing it leaves is seen by the next run
+            job.sandbox.give(wd)
+            run_env = {**env, **job.sandbox.home_env(wd)} if job.sandbox.separate_uid else env
             job.step = name
             outcome = run_process(
                 [*argv, harness_mode(name), CASES_NAME],
                 cwd=wd,
-                env=env,
+                env=run_env,
                 timeout_s=payload.timeout_for(name),
+                sandbox=job.sandbox,
             )
         run = _run_result(outcome)
         profile = None

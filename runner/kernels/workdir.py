@@ -3,14 +3,11 @@
 from __future__ import annotations
 
 import contextlib
-import os
-import shutil
-import stat
-import sys
 import tempfile
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 
+from runner import sandbox
 from runner.contract import TestCase
 
 CASES_NAME = "cases.txt"
@@ -51,15 +48,6 @@ def private_dir(prefix: str = "kitebench-run-", base: str | None = None) -> Iter
 
 
 def remove_tree(path: Path) -> None:
-    def _retry(func, p, _exc):  # type: ignore[no-untyped-def]
-        # The submission may have chmod'ed its files or dirs; give ourselves the rights back.
-        with contextlib.suppress(OSError):
-            os.chmod(os.path.dirname(p), stat.S_IRWXU)
-            if os.path.isdir(p) and not os.path.islink(p):
-                os.chmod(p, stat.S_IRWXU)
-            func(p)
-
-    if sys.version_info >= (3, 12):
-        shutil.rmtree(path, onexc=_retry)
-    else:
-        shutil.rmtree(path, onerror=_retry)
+    """Remove a run dir whatever the submission did to it; nothing outside it is changed (the
+    old version chmod'ed the dir's parent: for a run dir straight under /tmp, /tmp itself)."""
+    sandbox.remove_tree(path)
