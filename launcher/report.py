@@ -51,7 +51,7 @@ def render_result(result: FullResult) -> str:
         lines.append("system: " + _printable(", ".join(bits)))
     iso = result.kitebench.isolation.get("mode")
     if iso:
-        lines.append(f"isolation: {iso}")
+        lines.append(f"isolation: {iso}{_sandbox_words(result.kitebench.isolation)}")
     for name, ev in result.runs.items():
         lines += _render_run(name, ev)
     info = result.kitebench
@@ -214,3 +214,13 @@ def _printable(text: str) -> str:
     """The submission's text without control characters: an ANSI escape in its output must not
     rewrite the reader's terminal (move the cursor over the verdict, retitle the window)."""
     return "".join(ch if ch.isprintable() else ("\ufffd" if ch not in "\t" else " ") for ch in text)
+
+
+def _sandbox_words(isolation: dict[str, object]) -> str:
+    """`` (sandbox: uid)``, or what "not hardened" means when the submission was not separated."""
+    sb = isolation.get("sandbox")
+    if not isinstance(sb, dict) or not sb.get("mode"):
+        return ""
+    if not sb.get("hardened"):
+        return f" (not hardened: {sb.get('meaning', '')})"
+    return f" (sandbox: {sb['mode']})"

@@ -314,7 +314,7 @@ def test_second_apply_changes_nothing(provisioned):
 def test_role_renders_the_same_files_as_kitebench_vendor_render(provisioned):
     """One source of truth: the role's files equal `kitebench vendor render`'s, byte for byte."""
     from launcher.vendor.plan import GpuInfo, KitSettings, plan_gpus
-    from launcher.vendor.templates import render_files
+    from launcher.vendor.templates import HOOKS, render_files
 
     cpuinfo = Path("/proc/cpuinfo").read_text()
     vcpus = len(re.findall(r"^processor\s*:", cpuinfo, flags=re.MULTILINE))
@@ -330,7 +330,7 @@ def test_role_renders_the_same_files_as_kitebench_vendor_render(provisioned):
     )
     root: Path = provisioned["root"]
     files = render_files(KitSettings(), plans)
-    assert len(files) == 2 + 2 * len(GPUS) + 2
+    assert len(files) == 2 + 2 * len(GPUS) + len(HOOKS)
     for f in files:
         on_host = root / f.path.lstrip("/")
         assert on_host.read_text() == f.content, f.path
@@ -357,6 +357,38 @@ def test_host_is_provisioned(provisioned):
     assert "docker" in chroot("id", "-nG", "buildkite-agent").split()
     assert "kitebench" in chroot("/usr/local/bin/kitebench", "--version")
     assert "render" in chroot("/usr/local/bin/kitebench", "vendor", "--help")
+
+
+def test_the_job_policy_hooks_are_installed_and_enforced(provisioned):
+    """The role installs pre-bootstrap/pre-command as `vendor check` wants them (root's, exactly
+    the rendered script), and the installed hook, run by the host's own bash, lets the pipeline's
+    job through and refuses anything else."""
+    from launcher.vendor.check import Checker, Status
+    from launcher.vendor.host import Host
+
+    root: Path = provisioned["root"]
+    hooks = Checker(Host(root=root)).check_hooks()
+    assert hooks.status is Status.PASS, hooks.detail
+    lockdown = Checker(Host(root=root)).check_lockdown()
+    assert lockdown.status is Status.PASS, lockdown.detail
+    for command, rc in (("kitebench job", 0), ("kitebench job; id", 1), ("id", 1)):
+        env_file = root / "tmp/job-env"
+        env_file.write_text(f'BUILDKITE_COMMAND={json.dumps(command)}\nGPU_QUEUE="h100"\n')
+        proc = subprocess.run(
+            [
+                "chroot",
+                str(root),
+                "/usr/bin/env",
+                "-i",
+                "PATH=/usr/bin:/bin",
+                "BUILDKITE_ENV_FILE=/tmp/job-env",
+                "/etc/kitebench/hooks/pre-bootstrap",
+            ],
+            capture_output=True,
+            text=True,
+        )
+        assert proc.returncode == rc, (command, proc.stderr)
+        assert ("refusing this job" in proc.stderr) == bool(rc)
 
 
 def test_provisioned_units_pass_systemd_analyze_verify(provisioned):

@@ -20,7 +20,7 @@ from runner.host.container import (
 )
 from runner.host.job import _collect
 from runner.host.settings import HostSettings, SettingsError, parse_size
-from runner.resultio import MAX_RESULT_BYTES, write_result
+from runner.resultio import MAX_RESULT_BYTES, signature, write_result
 
 UUID = "GPU-8f6e2c1a-4b3d-11ee-9c2a-0242ac120002"
 OTHER = "GPU-00000000-1111-2222-3333-444444444444"
@@ -86,12 +86,18 @@ def test_kwargs_isolate_the_container() -> None:
     assert kw["image"] == "sha256:abc"
     assert kw["network_mode"] == "none"
     assert kw["read_only"] is True
-    assert set(kw["tmpfs"]) == {"/tmp", "/kitebench/work"}
-    assert all("exec" in opts.split(",") for opts in kw["tmpfs"].values())
+    assert set(kw["tmpfs"]) == {"/tmp", "/kitebench/work", "/kitebench/verdict"}
+    # the output dir sits in a root-only tmpfs: the submission's uid cannot reach it
+    assert "mode=0700" in kw["tmpfs"]["/kitebench/verdict"].split(",")
+    assert OUTPUT_MOUNT.startswith("/kitebench/verdict/")
+    assert all("exec" in kw["tmpfs"][d].split(",") for d in ("/tmp", "/kitebench/work"))
     assert kw["volumes"] == {"/tmp/x/out": {"bind": OUTPUT_MOUNT, "mode": "rw"}}
     assert kw["cap_drop"] == ["ALL"]
+    assert sorted(kw["cap_add"]) == ["CHOWN", "KILL", "SETGID", "SETUID"]
     assert kw["security_opt"] == ["no-new-privileges"]
-    assert kw["user"].split(":")[0] not in ("0", "root")
+    # the runner is root with four capabilities; the submission runs as the configured uid
+    assert kw["user"] == "0:0"
+    assert kw["environment"]["KITEBENCH_SANDBOX_UID"] not in ("0", "root")
     assert kw["mem_limit"] == kw["memswap_limit"] == 64 * 2**30
     assert kw["cpuset_cpus"] == "8-15"
     assert kw["pids_limit"] == 2048
@@ -186,19 +192,42 @@ def _passed() -> FullResult:
     return r
 
 
+KEY = "ab" * 32
+
+
 def test_valid_result_json_is_kept(tmp_path: Path) -> None:
-    write_result(_passed(), tmp_path)
-    r = _collect(tmp_path, _EXITED, "exited", 60, HostSettings(), None, "")
+    write_result(_passed(), tmp_path, key=KEY)
+    r = _collect(tmp_path, _EXITED, "exited", 60, HostSettings(), None, "", KEY)
     assert r.success is True and r.error == "" and r.passed is True
 
 
-def test_forged_pass_that_the_runner_did_not_write_is_refused(tmp_path: Path) -> None:
-    # The submission wrote a passing result.json, then the runner's own write failed (exit 1).
-    write_result(_passed(), tmp_path)
-    r = _collect(tmp_path, {"ExitCode": 1, "OOMKilled": False}, "exited", 60, HostSettings(),
-                 None, "")
+@pytest.mark.parametrize("forge", ["unsigned", "other key", "edited after signing"])
+def test_forged_pass_that_the_runner_did_not_write_is_refused(tmp_path: Path, forge: str) -> None:
+    # Whatever the file says (exit code included), only this job's key vouches for it.
+    if forge == "unsigned":
+        write_result(_passed(), tmp_path)
+    elif forge == "other key":
+        write_result(_passed(), tmp_path, key="cd" * 32)
+    else:
+        failed = _passed()
+        failed.kitebench.passed = False
+        write_result(failed, tmp_path, key=KEY)
+        doc = json.loads((tmp_path / "result.json").read_text())
+        doc["kitebench"]["passed"] = True
+        (tmp_path / "result.json").write_text(json.dumps(doc))
+    r = _collect(tmp_path, _EXITED, "exited", 60, HostSettings(), None, "", KEY)
     assert r.success is False and r.passed is False
-    assert "not written by the runner" in r.error and "code 1" in r.error
+    assert "runner" in r.error and ("not signed" in r.error or "signature" in r.error)
+    assert "\n" not in r.error.split("; last log lines")[0]  # one line of reason
+
+
+def test_symlinked_result_json_is_not_followed(tmp_path: Path) -> None:
+    target = tmp_path / "host-secret"
+    target.write_text("{}")
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / "result.json").symlink_to(target)
+    r = _collect(tmp_path / "out", _EXITED, "exited", 60, HostSettings(), None, "", KEY)
+    assert r.success is False and "symbolic link" in r.error
 
 
 def test_fifo_result_json_does_not_hang_the_host(tmp_path: Path) -> None:
@@ -209,7 +238,7 @@ def test_fifo_result_json_does_not_hang_the_host(tmp_path: Path) -> None:
     box: list[FullResult] = []
     t = threading.Thread(
         target=lambda: box.append(_collect(tmp_path, _EXITED, "exited", 60, HostSettings(), None,
-                                           "")),
+                                           "", KEY)),
         daemon=True,
     )
     t.start()
@@ -228,8 +257,10 @@ def test_bad_max_payload_bytes_is_a_config_failure_not_a_traceback() -> None:
 
 
 def test_malformed_result_json_is_replaced_by_a_failure(tmp_path: Path) -> None:
-    (tmp_path / "result.json").write_text('{"success": "very", "runs": 3}')
-    r = _collect(tmp_path, _EXITED, "exited", 60, HostSettings(), None, "log line")
+    data = b'{"success": "very", "runs": 3}'
+    (tmp_path / "result.json").write_bytes(data)  # signed, yet not the contract: still refused
+    (tmp_path / "result.json.sig").write_text(signature(KEY, data))
+    r = _collect(tmp_path, _EXITED, "exited", 60, HostSettings(), None, "log line", KEY)
     assert r.success is False
     assert r.kitebench.stage == "container"
     assert "does not match the contract" in r.error
@@ -240,13 +271,13 @@ def test_oversized_result_json_is_replaced_by_a_failure(tmp_path: Path) -> None:
         f.write(b'{"success": true, "error": "')
         f.write(b"x" * (MAX_RESULT_BYTES + 10))
         f.write(b'"}')
-    r = _collect(tmp_path, _EXITED, "exited", 60, HostSettings(), None, "")
+    r = _collect(tmp_path, _EXITED, "exited", 60, HostSettings(), None, "", KEY)
     assert r.success is False and "larger than" in r.error
 
 
 def test_missing_result_json_reports_exit_code_and_logs(tmp_path: Path) -> None:
     r = _collect(tmp_path, {"ExitCode": 1, "OOMKilled": False}, "exited", 60, HostSettings(), None,
-                 "ModuleNotFoundError: No module named 'runner'")
+                 "ModuleNotFoundError: No module named 'runner'", KEY)
     assert r.success is False
     assert "was not written" in r.error and "code 1" in r.error and "No module named" in r.error
     assert r.kitebench.exit_code == int(RunnerExit.INTERNAL)
@@ -254,6 +285,6 @@ def test_missing_result_json_reports_exit_code_and_logs(tmp_path: Path) -> None:
 
 def test_oom_is_reported_with_the_limit(tmp_path: Path) -> None:
     r = _collect(tmp_path, {"ExitCode": 137, "OOMKilled": True}, "exited", 60,
-                 HostSettings(memory_bytes=256 * 2**20), None, "")
+                 HostSettings(memory_bytes=256 * 2**20), None, "", KEY)
     assert r.error.startswith("out of memory (limit 256 MiB)")
     assert r.passed is False

@@ -122,7 +122,9 @@ def test_daemon_left_behind_after_a_normal_exit_is_killed(runner_env, marker) ->
     test = run.result.runs["test"].run
     assert test.exit_code == 0 and test.passed
     assert marker_procs(marker) == []
-    assert "processes left running were killed" in test.stderr
+    if "ns" not in run.result.kitebench.isolation["sandbox"]["mode"]:
+        # in a pid namespace the daemon dies with the harness: nothing is left to find
+        assert "processes left running were killed" in test.stderr
 
 
 def test_stdout_flood_is_capped_and_memory_bounded(runner_env, capsys) -> None:

@@ -15,7 +15,7 @@ import pytest
 
 from launcher.vendor.plan import GpuInfo, KitSettings, plan_gpus
 from launcher.vendor.render import write_files
-from launcher.vendor.templates import render_files
+from launcher.vendor.templates import HOOKS, render_files
 from tests.conftest import missing_prereq
 
 SYSTEM_UNITS = Path("/usr/lib/systemd/system")
@@ -64,9 +64,14 @@ def test_rendered_units_verify(tmp_path, n):
         cpu_pool=list(range(64)),
         memtotal_mib=512 * 1024,
     )
-    kit = KitSettings(cgroup_parent=True, extra_tags=("benchmark=true",), disconnect_after_job=True)
+    kit = KitSettings(
+        cgroup_parent=True,
+        extra_tags=("benchmark=true",),
+        disconnect_after_job=True,
+        verification_jwks_file="/etc/kitebench/verify.jwks",
+    )
     result = write_files(root, render_files(kit, plans), plans)
-    assert len(result.written) == 4 + 2 * n
+    assert len(result.written) == 2 + len(HOOKS) + 2 * n
     units = ["kitebench.slice"]
     for i in range(n):
         units += [f"kitebench-agent@{i}.service", f"kitebench-gpu{i}.slice"]

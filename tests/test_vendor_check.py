@@ -75,7 +75,7 @@ UUIDS = [f"GPU-5c0e{i}a7b-1d2e-4f60-9a8b-7c6d5e4f3a2{i}" for i in range(N)]
 
 
 class FakeHost:
-    def __init__(self, tmp: Path) -> None:
+    def __init__(self, tmp: Path, **kit: object) -> None:
         self.root = tmp / "root"
         self.bin = tmp / "bin"
         self.state_file = tmp / "state.json"
@@ -93,7 +93,7 @@ class FakeHost:
         )
         write_files(
             self.root,
-            render_files(KitSettings(image="kitebench-runner:1.0"), self.plans),
+            render_files(KitSettings(image="kitebench-runner:1.0", **kit), self.plans),
             self.plans,
         )
         self.token = self.root / "etc/kitebench/agent-token.env"
@@ -154,6 +154,7 @@ ALL = [
     "runner-image",
     "token-file",
     "hooks",
+    "agent-lockdown",
     "disk",
 ]
 
@@ -182,6 +183,22 @@ def _chmod(path, mode):
     path.chmod(mode)
 
 
+HOOKS_DIR = "etc/kitebench/hooks"
+TEMPLATE_UNIT = "etc/systemd/system/kitebench-agent@.service"
+
+
+def _edit(path: Path, old: str, new: str) -> None:
+    text = path.read_text()
+    assert old in text, (path, old)
+    path.write_text(text.replace(old, new))
+
+
+def _dropin_sets(fake, line: str) -> None:
+    """A drop-in that overrides the template unit (the last Environment= of a key wins)."""
+    p = fake.root / "etc/systemd/system/kitebench-agent@1.service.d/10-kitebench.conf"
+    p.write_text(p.read_text() + line + "\n")
+
+
 BREAKAGES = {
     # name: (what to break, the check that must FAIL, checks allowed to SKIP, words in the detail)
     "agent not active": (
@@ -199,7 +216,7 @@ BREAKAGES = {
     "agent unit missing": (
         lambda f: (f.root / "etc/systemd/system/kitebench-agent@.service").unlink(),
         "agents",
-        (),
+        ("agent-lockdown",),
         "kitebench-agent@.service missing",
     ),
     "UUID not visible": (
@@ -271,6 +288,80 @@ BREAKAGES = {
         (),
         "pre-exit",
     ),
+    "pre-command hook missing": (
+        lambda f: (f.root / HOOKS_DIR / "pre-command").unlink(),
+        "hooks",
+        (),
+        "pre-command missing",
+    ),
+    "pre-bootstrap hook missing": (
+        lambda f: (f.root / HOOKS_DIR / "pre-bootstrap").unlink(),
+        "hooks",
+        (),
+        "pre-bootstrap missing",
+    ),
+    "pre-command hook edited": (
+        lambda f: _edit(f.root / HOOKS_DIR / "pre-command", "set -euo pipefail\n", "exit 0\n"),
+        "hooks",
+        (),
+        "pre-command differs from what `kitebench vendor render` writes",
+    ),
+    "pre-command hook owned by the agent user": (
+        lambda f: os.chown(f.root / HOOKS_DIR / "pre-command", 1000, 1000),
+        "hooks",
+        (),
+        "pre-command: owner uid 1000, want root",
+    ),
+    "pre-bootstrap hook group-writable": (
+        lambda f: _chmod(f.root / HOOKS_DIR / "pre-bootstrap", 0o775),
+        "hooks",
+        (),
+        "pre-bootstrap: mode 0775 is group/world-writable",
+    ),
+    "hooks dir world-writable": (
+        lambda f: _chmod(f.root / HOOKS_DIR, 0o777),
+        "hooks",
+        (),
+        "/etc/kitebench/hooks: mode 0777",
+    ),
+    "hooks dir's parent not root's": (
+        lambda f: os.chown(f.root / "etc/kitebench", 1000, 1000),
+        "hooks",
+        (),
+        "/etc/kitebench: owner uid 1000",
+    ),
+    "local hooks allowed": (
+        lambda f: _edit(f.root / TEMPLATE_UNIT, "BUILDKITE_NO_LOCAL_HOOKS=true", "X=1"),
+        "agent-lockdown",
+        (),
+        "kitebench-agent@.service: BUILDKITE_NO_LOCAL_HOOKS='', want true",
+    ),
+    "env allow-list off": (
+        lambda f: _edit(
+            f.root / TEMPLATE_UNIT, "ENVIRONMENT_VARIABLE_ALLOWLIST=true", "ENVIRONMENT_X=true"
+        ),
+        "agent-lockdown",
+        (),
+        "BUILDKITE_ENABLE_ENVIRONMENT_VARIABLE_ALLOWLIST",
+    ),
+    "a drop-in turns plugins back on": (
+        lambda f: _dropin_sets(f, "Environment=BUILDKITE_NO_PLUGINS=false"),
+        "agent-lockdown",
+        (),
+        "kitebench-agent@1.service: its drop-in sets BUILDKITE_NO_PLUGINS='false'",
+    ),
+    "a drop-in points the agent at other hooks": (
+        lambda f: _dropin_sets(f, "Environment=BUILDKITE_HOOKS_PATH=/var/lib/buildkite-agent"),
+        "agent-lockdown",
+        (),
+        "kitebench-agent@1.service: its drop-in sets BUILDKITE_HOOKS_PATH",
+    ),
+    "no hooks path": (
+        lambda f: _edit(f.root / TEMPLATE_UNIT, "Environment=BUILDKITE_HOOKS_PATH=", "X="),
+        "agent-lockdown",
+        (),
+        "no BUILDKITE_HOOKS_PATH",
+    ),
 }
 
 
@@ -287,6 +378,31 @@ def test_each_breakage_fails_its_check(fake, case):
     assert got == want, {n: r.detail for n, r in results.items()}
     assert words in results[failing].detail
     assert TOKEN not in json.dumps([r.as_dict() for r in results.values()])
+
+
+def test_healthy_host_reports_signed_pipelines_off(fake):
+    lockdown = fake.check()["agent-lockdown"]
+    assert lockdown.status is Status.PASS and "signed pipelines off" in lockdown.detail
+    assert lockdown.data["signed_pipelines"] is False
+
+
+def test_signed_pipelines_need_the_verification_jwks_on_the_host(fake, tmp_path):
+    """With a verification JWKS configured the file must exist and be root's, read-only to others."""
+    (tmp_path / "signed").mkdir()
+    signed = FakeHost(tmp_path / "signed", verification_jwks_file="/etc/kitebench/verify.jwks")
+    results = signed.check()
+    assert results["agent-lockdown"].status is Status.FAIL
+    assert (
+        "verification JWKS /etc/kitebench/verify.jwks missing" in results["agent-lockdown"].detail
+    )
+    jwks = signed.root / "etc/kitebench/verify.jwks"
+    jwks.write_text('{"keys": []}\n')
+    jwks.chmod(0o644)
+    lockdown = signed.check()["agent-lockdown"]
+    assert lockdown.status is Status.PASS, lockdown.detail
+    assert "signed pipelines on (/etc/kitebench/verify.jwks)" in lockdown.detail
+    jwks.chmod(0o666)
+    assert "group/world-writable" in signed.check()["agent-lockdown"].detail
 
 
 def test_low_disk_fails(fake):

@@ -93,9 +93,14 @@ def test_render_auto_discovers_gpus_and_splits_evenly(tmp_path, monkeypatch, cap
         "Environment=BUILDKITE_AGENT_NAME=%H-gpu%i",
         "Environment=BUILDKITE_BUILD_PATH=%S/kitebench/agent-%i/builds",
         "NoNewPrivileges=yes",
+        # The job policy's agent options: no repository hooks, no plugins, the env allow-list.
+        "Environment=BUILDKITE_NO_LOCAL_HOOKS=true",
+        "Environment=BUILDKITE_NO_PLUGINS=true",
+        "Environment=BUILDKITE_ENABLE_ENVIRONMENT_VARIABLE_ALLOWLIST=true",
     ):
         assert line + "\n" in unit
-    for hook in ("environment", "pre-exit"):
+    assert "VERIFICATION_JWKS" not in unit  # signed pipelines: off unless asked for
+    for hook in ("environment", "pre-exit", "pre-bootstrap", "pre-command"):
         assert os.access(out / "etc/kitebench/hooks" / hook, os.X_OK)
     assert (
         "systemctl daemon-reload && systemctl enable --now kitebench-agent@0"
@@ -129,6 +134,7 @@ def test_render_explicit_list_uses_the_registry_queue_and_removes_stale_gpus(tmp
         ("0:GPU-a:Quantum 9000", [], "not in the GPU registry"),
         ("0:GPU-a:h100", ["--queue", "q", "--image", "img; rm -rf /"], "not allowed"),
         ("0:GPU-a:h100", ["--queue", "q", "--tag", "bad tag"], "not allowed"),
+        ("0:GPU-a:h100", ["--queue", "q", "--verification-jwks-file", "keys.json"], "not allowed"),
         (
             "0:GPU-a:h100,1:GPU-b:h100,2:GPU-c:h100",
             ["--queue", "q", "--cpus", "0-1"],
@@ -157,6 +163,15 @@ def test_render_refuses_bad_input_with_one_line(tmp_path, capsys, gpus, extra, m
     assert rc == 2, err
     assert message in err and "Traceback" not in err
     assert not out.exists()
+
+
+def test_render_turns_on_signed_pipelines(tmp_path, capsys):
+    out = tmp_path / "out"
+    args = ["vendor", "render", "--gpus", "0:GPU-a:h100", "--queue", "q", "--out", str(out)]
+    args += ["--cpus", "0-7", "--memory-total", "64G"]
+    assert main([*args, "--verification-jwks-file", "/etc/kitebench/verify.jwks"]) == 0
+    unit = (out / UNITS / "kitebench-agent@.service").read_text()
+    assert "Environment=BUILDKITE_AGENT_VERIFICATION_JWKS_FILE=/etc/kitebench/verify.jwks\n" in unit
 
 
 def test_render_auto_without_nvidia_smi_is_an_infra_error(tmp_path, monkeypatch, capsys):

@@ -45,6 +45,10 @@ def vendor() -> None:
 @click.option("--agent-bin", default="/usr/bin/buildkite-agent", show_default=True)
 @click.option("--user", default="buildkite-agent", show_default=True, help="Agent user.")
 @click.option(
+    "--verification-jwks-file",
+    help="Signed pipelines: public JWKS on this host the agents verify step signatures with.",
+)
+@click.option(
     "--cgroup-parent/--no-cgroup-parent",
     default=False,
     show_default=True,
@@ -64,6 +68,7 @@ def render(
     agent_bin: str,
     user: str,
     cgroup_parent: bool,
+    verification_jwks_file: str | None,
 ) -> None:
     """Write the per-GPU agent units, drop-ins, slices and hooks."""
     from pydantic import ValidationError
@@ -82,6 +87,7 @@ def render(
             user=user,
             group=user,
             cgroup_parent=cgroup_parent,
+            verification_jwks_file=verification_jwks_file,
         )
     except ValidationError as e:
         err = e.errors()[0]
@@ -131,7 +137,8 @@ def render(
     help="Free disk wanted for the build paths (GiB).",
 )
 def check(as_json: bool, root: Path, min_free_gb: float) -> None:
-    """Go-live checklist: agents, GPU binding, slices, Docker, image, token, disk. Exit 1 on FAIL."""
+    """Go-live checklist: agents, GPU binding, slices, Docker, image, token, hooks, job policy,
+    disk. Exit 1 on FAIL."""
     from launcher.vendor.check import Status, format_table, run_checks
     from launcher.vendor.host import Host
 

@@ -19,20 +19,29 @@ from pathlib import Path
 
 from launcher.errors import UsageError
 from launcher.vendor.host import Host
-from launcher.vendor.plan import parse_cpulist, parse_nvidia_smi
+from launcher.vendor.plan import KitSettings, parse_cpulist, parse_nvidia_smi
 from launcher.vendor.render import NVIDIA_SMI_QUERY
 from launcher.vendor.templates import (
     AGENT_UNIT,
     DROPIN_NAME,
     HOOKS,
+    POLICY_HOOKS,
     UNIT_DIR,
     agent_instance,
     gpu_slice,
+    render_hook,
 )
 
 DEFAULT_TOKEN_FILE = "/etc/kitebench/agent-token.env"
 DEFAULT_HOOKS_DIR = "/etc/kitebench/hooks"
 BUILD_ROOT = "/var/lib/kitebench"  # %S/kitebench/agent-<i>/builds of the template unit
+#: Agent options (the unit's Environment=) that must be on: see the template unit's comment.
+LOCKDOWN_ON = (
+    "BUILDKITE_NO_LOCAL_HOOKS",
+    "BUILDKITE_NO_PLUGINS",
+    "BUILDKITE_ENABLE_ENVIRONMENT_VARIABLE_ALLOWLIST",
+)
+JWKS_KEY = "BUILDKITE_AGENT_VERIFICATION_JWKS_FILE"
 
 
 class Status(StrEnum):
@@ -92,6 +101,25 @@ def unit_environment(values: list[str]) -> dict[str, str]:
         if sep:
             env[key] = val
     return env
+
+
+def _tamperable(path: Path) -> str | None:
+    """Why a file or directory could be changed by someone other than root (None: it cannot)."""
+    try:
+        st = path.lstat()
+    except OSError as e:
+        return f"cannot stat: {e.strerror}"
+    if st.st_uid != 0:
+        return f"owner uid {st.st_uid}, want root"
+    if st.st_mode & 0o022:
+        return f"mode {st.st_mode & 0o777:04o} is group/world-writable"
+    return None
+
+
+def _dirs_up(directory: str) -> list[str]:
+    """``/etc/kitebench/hooks`` → itself and its parents below ``/`` (each could swap the hooks)."""
+    parts = Path(directory).parts[1:]
+    return ["/" + "/".join(parts[:i]) for i in range(len(parts), 0, -1)]
 
 
 def parse_show(text: str) -> dict[str, str]:
@@ -377,20 +405,69 @@ class Checker:
             return CheckResult(name, Status.FAIL, f"{path}: " + "; ".join(problems), {"path": path})
         return CheckResult(name, Status.PASS, f"{path} 0600 root", {"path": path})
 
+    def agent_environment(self) -> dict[str, str]:
+        """The template unit's ``Environment=`` (host-wide; drop-ins are checked separately)."""
+        return unit_environment(self.template().get("Environment", []))
+
     def check_hooks(self) -> CheckResult:
+        """Every hook present, executable, root's and not writable by anyone else (the agent user
+        must not be able to rewrite the job policy), the policy hooks exactly as render writes."""
         name = "hooks"
-        env = unit_environment(self.template().get("Environment", []))
-        hooks_dir = env.get("BUILDKITE_HOOKS_PATH", DEFAULT_HOOKS_DIR)
-        bad = []
+        hooks_dir = self.agent_environment().get("BUILDKITE_HOOKS_PATH", DEFAULT_HOOKS_DIR)
+        problems = [
+            f"{d}: {why}" for d in _dirs_up(hooks_dir) if (why := _tamperable(self.host.path(d)))
+        ]
         for hook in HOOKS:
             p = self.host.path(f"{hooks_dir}/{hook}")
-            if not p.is_file() or not p.stat().st_mode & 0o111:
-                bad.append(hook)
-        if bad:
-            return CheckResult(
-                name, Status.FAIL, f"missing or not executable in {hooks_dir}: {', '.join(bad)}"
-            )
-        return CheckResult(name, Status.PASS, f"{', '.join(HOOKS)} in {hooks_dir}")
+            if not p.is_file():
+                problems.append(f"{hook} missing")
+                continue
+            if not p.stat().st_mode & 0o111:
+                problems.append(f"{hook} not executable")
+            if why := _tamperable(p):
+                problems.append(f"{hook}: {why}")
+            if hook in POLICY_HOOKS and p.read_bytes() != render_hook(hook, KitSettings()).encode():
+                problems.append(f"{hook} differs from what `kitebench vendor render` writes")
+        data = {"hooks_dir": hooks_dir, "hooks": list(HOOKS)}
+        if problems:
+            return CheckResult(name, Status.FAIL, f"in {hooks_dir}: " + "; ".join(problems), data)
+        return CheckResult(name, Status.PASS, f"{', '.join(HOOKS)} in {hooks_dir}, root's", data)
+
+    def check_lockdown(self) -> CheckResult:
+        """The agent options that keep code other than `kitebench job` off the host: the hooks
+        path, no local hooks, no plugins, the env allow-list. Signed pipelines are reported."""
+        name = "agent-lockdown"
+        if not (self.unit_dir() / AGENT_UNIT).is_file():
+            return CheckResult(name, Status.SKIP, f"{AGENT_UNIT} missing")
+        template = self.agent_environment()
+        problems = []
+        if not template.get("BUILDKITE_HOOKS_PATH"):
+            problems.append(f"{AGENT_UNIT}: no BUILDKITE_HOOKS_PATH (the job policy hooks)")
+        for key in LOCKDOWN_ON:
+            if template.get(key, "").lower() not in ("true", "1"):
+                problems.append(f"{AGENT_UNIT}: {key}={template.get(key, '')!r}, want true")
+        # A drop-in's Environment= overrides the template's for that agent.
+        for a in self.agents():
+            for key in (*LOCKDOWN_ON, "BUILDKITE_HOOKS_PATH", JWKS_KEY):
+                if key in a.env and a.env[key] != template.get(key):
+                    problems.append(
+                        f"{agent_instance(a.index)}: its drop-in sets {key}={a.env[key]!r}"
+                        f" over the template's {template.get(key)!r}"
+                    )
+        jwks = template.get(JWKS_KEY, "")
+        data = {"signed_pipelines": bool(jwks), "verification_jwks_file": jwks or None}
+        if jwks:
+            p = self.host.path(jwks)
+            if not p.is_file():
+                problems.append(f"verification JWKS {jwks} missing")
+            elif why := _tamperable(p):
+                problems.append(f"verification JWKS {jwks}: {why}")
+        if problems:
+            return CheckResult(name, Status.FAIL, "; ".join(problems), data)
+        signed = f"signed pipelines on ({jwks})" if jwks else "signed pipelines off"
+        return CheckResult(
+            name, Status.PASS, f"no local hooks, no plugins, env allow-list; {signed}", data
+        )
 
     def check_disk(self) -> CheckResult:
         name = "disk"
@@ -420,6 +497,7 @@ class Checker:
             self.check_image,
             self.check_token,
             self.check_hooks,
+            self.check_lockdown,
             self.check_disk,
         ]
 

@@ -56,7 +56,8 @@ class KitSettings(BaseModel):
     cgroup_parent: bool = False
     job_label: Annotated[str, _matching(_TAG_VALUE, "label")] = "dev.kitebench.buildkite-job-id"
     extra_tags: tuple[Annotated[str, _matching(_EXTRA_TAG, "tag")], ...] = ()
-    no_plugins: bool = True
+    # Signed pipelines: the public JWKS the agents verify job signatures with (None = off).
+    verification_jwks_file: AbsPath | None = None
     disconnect_after_job: bool = False
     nvidia_smi: AbsPath | Annotated[str, _matching(_TAG_VALUE, "command")] = "nvidia-smi"
     docker: AbsPath | Annotated[str, _matching(_TAG_VALUE, "command")] = "docker"

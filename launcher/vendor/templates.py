@@ -16,7 +16,21 @@ TEMPLATE_DIR = Path(__file__).resolve().parent / "templates"
 UNIT_DIR = "/etc/systemd/system"
 AGENT_UNIT = "kitebench-agent@.service"
 DROPIN_NAME = "10-kitebench.conf"
-HOOKS = ("environment", "pre-exit")
+#: The agent hooks in hooks-path, each with its template. pre-bootstrap and pre-command are one
+#: script (hooks/job-policy.j2): the job policy, checked before the job starts and again right
+#: before its command (docs/vendor-provisioning.md, "The job policy").
+HOOK_TEMPLATES = {
+    "environment": "hooks/environment.j2",
+    "pre-exit": "hooks/pre-exit.j2",
+    "pre-bootstrap": "hooks/job-policy.j2",
+    "pre-command": "hooks/job-policy.j2",
+}
+HOOKS = tuple(HOOK_TEMPLATES)
+#: The hooks whose content must be exactly what render produces (they use no host setting).
+POLICY_HOOKS = ("pre-bootstrap", "pre-command")
+#: The one command the job policy lets an agent run: the step of pipeline.yml and of
+#: ``kitebench pipeline render`` (launcher.pipeline). The hook spells it out; tests tie the two.
+ALLOWED_COMMAND = "kitebench job"
 
 
 def agent_instance(index: int) -> str:
@@ -46,6 +60,11 @@ def _env():
     )
 
 
+def render_hook(hook: str, kit: KitSettings) -> str:
+    """The content of one agent hook, as render writes it (``vendor check`` compares with it)."""
+    return _env().get_template(HOOK_TEMPLATES[hook]).render(kit=kit.model_dump())
+
+
 def render_files(kit: KitSettings, gpus: list[GpuPlan]) -> list[RenderedFile]:
     env = _env()
     k = kit.model_dump()
@@ -71,6 +90,6 @@ def render_files(kit: KitSettings, gpus: list[GpuPlan]) -> list[RenderedFile]:
                 f"{UNIT_DIR}/{gpu_slice(gpu.index)}", render("kitebench-gpu.slice.j2", gpu=g), 0o644
             )
         )
-    for hook in HOOKS:
-        files.append(RenderedFile(f"{kit.hooks_dir}/{hook}", render(f"hooks/{hook}.j2"), 0o755))
+    for hook, template in HOOK_TEMPLATES.items():
+        files.append(RenderedFile(f"{kit.hooks_dir}/{hook}", render(template), 0o755))
     return files

@@ -283,7 +283,7 @@ def _collect(
     settings: HostSettings,
     pids_hits: int | None,
     logs: str,
-    key: str | None = None,
+    key: str,
 ) -> FullResult:
     """The result to publish: result.json if valid and signed with this job's key, else a
     failure naming what went wrong; then what the host saw (timeout, cancel, OOM, process limit)
