@@ -157,18 +157,6 @@ def _code(text: str, limit: int = MAX_CELL_CHARS) -> str:
     return f"`{text[:limit]}`" if text else ""
 
 
-def _fence(text: str) -> list[str]:
-    """A fenced block around ``text`` that no line of it can close: the fence is longer than
-    any run of backticks inside (CommonMark's rule), so the text stays literal (no HTML, no
-    Markdown: a code block renders neither)."""
-    longest = run = 0
-    for ch in text:
-        run = run + 1 if ch == "`" else 0
-        longest = max(longest, run)
-    fence = "`" * max(3, longest + 1)
-    return [fence + "text", text, fence]
-
-
 def _printable(text: str) -> str:
     return "".join(ch if ch.isprintable() or ch in "\n\t" else "\ufffd" for ch in text)
 
@@ -195,7 +183,7 @@ def annotation(result: FullResult) -> str:
     else:
         head = f"⚠️ kitebench: error{f' ({_md(info.stage)})' if info.stage else ''}"
     lines = [f"### {head}", ""]
-    # Everything below that comes from the result goes through _md, _code or _fence: the
+    # Everything below that comes from the result goes through _md or _code: the
     # submission wrote some of it (specs, errors, warnings) and it must stay text.
     facts = [f"**GPU** {_md(result.system.gpu or 'no GPU')}"]
     if iso.get("gpu_uuid"):
@@ -233,9 +221,8 @@ def annotation(result: FullResult) -> str:
                 lines.append(f"| … | {len(bench) - MAX_BENCH_ROWS} more | |")
             lines.append("")
     if result.error:
-        err = _printable(_without_traceback(result.error))
-        err = err if len(err) < 4000 else err[:4000] + "..."
-        lines += [*_fence(err), ""]
+        # escaped text, not a code block: no renderer's idea of a fence can let it out
+        lines += [f"**error** {_md(_without_traceback(result.error), 4000)}", ""]
     for w in info.warnings[:10]:
         lines.append(f"- ⚠️ {_md(_without_traceback(w), 500)}")
     text = "\n".join(lines).rstrip() + "\n"

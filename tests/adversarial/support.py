@@ -216,7 +216,13 @@ class World:
 
 
 def new_world() -> World:
-    root = Path(tempfile.mkdtemp(prefix="kbadv-world-"))
+    # Not under /tmp: a namespaced submission gets a private /tmp, and the code it imports
+    # (runner.harness) must stay visible to it.
+    base = CACHE / "adversarial"
+    base.mkdir(parents=True, exist_ok=True)
+    for d in (CACHE, base):
+        os.chmod(d, os.stat(d).st_mode | 0o755)
+    root = Path(tempfile.mkdtemp(prefix="kbadv-world-", dir=base))
     os.chmod(root, 0o755)
     task = make_task(root / "task")
     return World(root=root, task=task)
@@ -555,7 +561,7 @@ def problems(o: Outcome, expect_pass: bool = False) -> list[str]:
     if o.annotation is not None:
         if TRACEBACK in o.annotation:
             bad.append("a traceback in the annotation")
-        if re.search(r"<\s*(img|script|details|a|iframe)\b", o.annotation, re.I):
+        if re.search(r"<\s*[A-Za-z/!?]", o.annotation):
             bad.append("raw HTML in the annotation")
         if len(o.annotation.encode()) > MAX_ANNOTATION_BYTES:
             bad.append("annotation over its size limit")

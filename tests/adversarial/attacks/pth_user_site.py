@@ -8,9 +8,11 @@ import sysconfig
 from hostile import *
 
 PAYLOAD = ("import os; os.environ.setdefault('KBADV_POISON', '" + TOKEN + "')\n")
-_homes = {os.path.expanduser("~"), pwd.getpwuid(os.getuid()).pw_dir, "/root", "/home/runner"}
+_homes = {os.path.expanduser("~"), "/root"}
+with contextlib.suppress(KeyError):
+    _homes.add(pwd.getpwuid(os.getuid()).pw_dir)
 _dirs = set()
-for _h in _homes:
+for _h in sorted(h for h in _homes if os.path.isdir(h)):
     for _py in (f"python{sys.version_info[0]}.{sys.version_info[1]}", "python3"):
         _dirs.add(os.path.join(_h, ".local", "lib", _py, "site-packages"))
 with contextlib.suppress(Exception):
