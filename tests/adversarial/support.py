@@ -125,6 +125,10 @@ ATTACKS: dict[str, Attack] = {a.name: a for a in [
     Attack("exit_early_zero", "exit codes"),
     Attack("fd_hijack", "inherited fds"),
     Attack("ptrace_runner", "signals to the runner"),
+    Attack("docker_socket", "host services (sockets)"),
+    Attack("read_host_secrets", "host secrets"),
+    Attack("output_flood", "host bytes"),
+    Attack("bad_bytes", "huge counts"),
 ]}
 #: The honest examples: (solution file under the task, expected verdict).
 HONEST = {

@@ -134,3 +134,15 @@ def test_every_attack_file_is_listed() -> None:
     assert len(ATTACKS) >= 25
 
 
+
+
+@pytest.mark.parametrize("case", list(ATTACKS))
+def test_attack_is_one_valid_submission_file(case: str) -> None:
+    """What is submitted is a single file: the shared tools inlined, the token filled in, and a
+    custom_kernel that really is wrong (a - b) unless the attack ends before it is called."""
+    from tests.adversarial.support import submission_source
+
+    text = submission_source(case, "0123abcd")
+    compile(text, f"{case}.py", "exec")
+    assert "\nfrom hostile import *\n" not in text and "@TOKEN@" not in text
+    assert "def custom_kernel(data):" in text

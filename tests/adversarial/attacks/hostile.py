@@ -1,7 +1,7 @@
 """Tools every hostile submission of the adversarial suite shares.
 
 A submission is one file: the suite inlines this module where an attack says
-``from hostile import *`` (tests/adversarial/attacks.py: ``submission_source``), so each attack
+``from hostile import *`` (tests/adversarial/support.py: ``submission_source``), so each attack
 file stays short and runnable on its own next to this one.
 
 Every attack computes a WRONG result (:func:`wrong`) and then tries to make the verdict say
