@@ -137,6 +137,7 @@ PLAN: list[tuple[str, str, str]] = [
     ("cuda", "CUDA toolkit", "nvcc is present (needed for lang: cu); version reported"),
     ("entrypoint", "entry point", "the ENTRYPOINT runs a bundled payload and writes a valid result.json"),
     ("limits", "limits visible", "the container sees its memory limit and cpuset"),
+    ("sandbox", "submission uid", "the runner starts the submission under its own uid, not its own"),
     ("timeout", "payload timeout", "a sleeping payload is killed at its timeout"),
     ("missing_payload", "missing payload", "no payload → a failed result.json with a clear error"),
     ("invalid_payload", "invalid payload", "a broken payload → a failed result.json with a clear error"),
@@ -168,14 +169,15 @@ class _Container:
         from requests.exceptions import ReadTimeout
 
         from runner.host.container import container_kwargs
-        from runner.resultio import ResultFileError, read_result
+        from runner.resultio import ResultFileError, new_key, read_result
 
         work = Path(tempfile.mkdtemp(prefix="kitebench-validate-"))
         out = work / "out"
         out.mkdir()
         out.chmod(0o777)
+        key = new_key()  # an image whose runner does not sign result.json fails as on a host
         kw = container_kwargs(settings or self.settings, image=self.image_id, output_dir=str(out),
-                              host_env=env)
+                              host_env=env, key=key)
         if entrypoint is not None:
             kw["entrypoint"] = entrypoint
         if command is not None:
@@ -200,7 +202,7 @@ class _Container:
             res["duration_s"] = round(time.monotonic() - t0, 2)
             res["logs"] = container.logs(stdout=True, stderr=True, tail=30).decode("utf-8", "replace")
             try:
-                res["result"] = read_result(out / "result.json")
+                res["result"] = read_result(out / "result.json", key=key)
             except ResultFileError as e:
                 res["result_error"] = str(e)
             return res
@@ -281,8 +283,9 @@ def validate_image(
     user = (img.attrs.get("Config") or {}).get("User") or ""
     if user.split(":")[0] in ("", "0", "root"):
         add("user", "FAIL", f"the image runs as {user or 'root (no USER)'}: add a "
-                            "non-root USER to the Dockerfile (kitebench job runs it as 10001 "
-                            "anyway, but the image must work that way)", user=user)
+                            "non-root USER to the Dockerfile (kitebench job starts it as root "
+                            "with four capabilities and runs the submission as 10001, but run "
+                            "by hand it must not be root)", user=user)
     else:
         add("user", "PASS", f"USER {user}", user=user)
 
@@ -341,9 +344,20 @@ def validate_image(
             add("limits", "FAIL", f"inside the container memory limit = {facts.get('memory_limit')!r} "
                                   f"(want {PROBE_MEMORY}), cpuset = {facts.get('cpuset')!r} (want "
                                   f"{PROBE_CPUSET!r}): check the docker engine's cgroup setup", **facts)
+        sandbox = result.kitebench.isolation.get("sandbox") or {}
+        want_uid = str(probe_settings.submission_ids[0])
+        if sandbox.get("mode") == "uid" and facts.get("uid") == want_uid:
+            add("sandbox", "PASS", f"the submission ran as uid {want_uid}, the runner as root "
+                                   "with four capabilities", uid=want_uid)
+        else:
+            add("sandbox", "FAIL", f"the submission ran as uid {facts.get('uid')!r} (sandbox "
+                                   f"{sandbox.get('mode')!r}; want uid {want_uid}): the image's "
+                                   "runner is older than the host's or cannot change uid",
+                **{"uid": facts.get("uid"), "sandbox": sandbox.get("mode")})
     else:
         add("entrypoint", "FAIL", _entrypoint_failure(probe, img.attrs), **ver_summary(probe))
         add("limits", "SKIP", "the entry point does not run")
+        add("sandbox", "SKIP", "the entry point does not run")
 
     runs_ok = result is not None and result.passed
     # -- payload timeout -----------------------------------------------------------------------
