@@ -419,6 +419,9 @@ def run_case(world: World, mode: str, case: str) -> Outcome:
         for d in (run_tmp, home):
             os.chown(d, USER_UID, USER_UID)
         os.chmod(run_tmp, 0o700)
+    else:
+        # like /tmp, whose place it takes: a submission uid must pass through to its work dir
+        os.chmod(run_tmp, 0o755)
     if attack is not None:
         sub = sub_dir / "submission.py"
         sub.write_text(submission_source(case, token), encoding="utf-8")
