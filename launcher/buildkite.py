@@ -41,7 +41,9 @@ from launcher.client import (
 )
 from launcher.errors import InfraError, KitebenchError, UsageError
 from runner import codec
-from runner.contract import COMPILE_TIMEOUT_S, FullResult, ModelPayload, RunnerExit
+from runner.budget import phases_s
+from runner.contract import FullResult, RunnerExit
+from runner.host.settings import DEFAULT_MARGIN_S
 from runner.resultio import MAX_RESULT_BYTES, RESULT_NAME, ResultFileError, parse_result
 
 log = logging.getLogger("kitebench.buildkite")
@@ -54,13 +56,9 @@ LOG_TAIL_LINES = 50
 
 
 def budget_for(payload: Any) -> float:
-    """Seconds to wait for a payload's build: its run timeouts + compile/setup + queue margins."""
-    total = float(payload.total_timeout) + COMPILE_TIMEOUT_S + QUEUE_MARGIN_S
-    if isinstance(payload, ModelPayload):
-        cfg = payload.model_cfg
-        total += cfg.install_timeout + cfg.server_startup_timeout
-        total += cfg.benchmark_timeout * len(cfg.benchmark_shapes)
-    return total
+    """Seconds to wait for a payload's build: every phase limit (runner.budget), then the host's
+    default set-up margin and the queue margin on top."""
+    return phases_s(payload) + DEFAULT_MARGIN_S + QUEUE_MARGIN_S
 
 
 @dataclass

@@ -34,7 +34,8 @@ from typing import Any
 from launcher.base import StatusCallback, StatusEvent, SubmitOptions
 from launcher.errors import UsageError
 from runner import codec, sandbox
-from runner.contract import COMPILE_TIMEOUT_S, FullResult, RunnerExit
+from runner.budget import phases_s
+from runner.contract import FullResult, RunnerExit
 from runner.kernels.process import hide_from_same_user
 from runner.resultio import RESULT_NAME, ResultFileError, new_key, read_result
 
@@ -72,13 +73,7 @@ def _docker_backend() -> Any | None:
 def _budget(payload: Any, timeout_s: float | None) -> float:
     if timeout_s is not None:
         return float(timeout_s)
-    total = float(getattr(payload, "total_timeout", 0) or 0)
-    if getattr(payload, "lang", "") == "cu":
-        total += COMPILE_TIMEOUT_S
-    if getattr(payload, "lang", "") == "model":
-        cfg = payload.model_cfg
-        total += cfg.install_timeout + cfg.server_startup_timeout + cfg.benchmark_timeout
-    return total + BUDGET_SLACK_S
+    return phases_s(payload) + BUDGET_SLACK_S
 
 
 class LocalLauncher:

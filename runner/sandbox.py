@@ -149,11 +149,14 @@ class Sandbox:
         *,
         cwd: str | os.PathLike[str],
         writable: Sequence[str | os.PathLike[str]] = (),
+        readable: Sequence[str | os.PathLike[str]] = (),
         share_net: bool = False,
     ) -> list[str]:
         """``argv`` wrapped for this sandbox: in ``ns`` modes a bubblewrap command line that
         sees the machine read-only, ``cwd`` and ``writable`` read-write, a private /tmp and
-        /dev/shm, no network but loopback (unless ``share_net``), and dies with its parent."""
+        /dev/shm, no network but loopback (unless ``share_net``), and dies with its parent.
+        ``readable`` (and this interpreter and the runner package) stay visible even where they
+        live under /tmp (a checkout there, say)."""
         if self.bwrap is None:
             return list(argv)
         cmd = [self.bwrap, "--ro-bind", "/", "/", "--dev", "/dev", "--proc", "/proc",
@@ -161,6 +164,13 @@ class Sandbox:
         for path in self.hidden:
             if os.path.isdir(path):
                 cmd += ["--tmpfs", str(path)]
+        shadowed = ("/tmp/", "/dev/shm/", *(h.rstrip("/") + "/" for h in self.hidden))
+        seen: set[str] = set()
+        for path in (*_runtime_dirs(), *readable):
+            real = os.path.realpath(path)
+            if real not in seen and os.path.exists(real) and real.startswith(shadowed):
+                seen.add(real)
+                cmd += ["--ro-bind", real, real]
         for path in (cwd, *writable):
             cmd += ["--bind", str(path), str(path)]
         cmd += ["--unshare-user", "--unshare-pid", "--unshare-ipc", "--unshare-uts",
@@ -243,6 +253,14 @@ def reachable_by_others(paths: Sequence[str]) -> bool:
                 break
             p = parent
     return True
+
+
+def _runtime_dirs() -> list[str]:
+    """Dirs the submission's interpreter needs: its prefix and the dir that holds ``runner``."""
+    import runner
+
+    return [sys.prefix, sys.base_prefix, os.path.dirname(os.path.realpath(sys.executable)),
+            str(Path(runner.__file__).resolve().parent.parent)]
 
 
 def _runtime_paths() -> list[str]:

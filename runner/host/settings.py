@@ -30,7 +30,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from runner.contract import COMPILE_TIMEOUT_S
+from runner.budget import phases_s
 
 DEFAULT_IMAGE = "kitebench-runner:latest"
 DEFAULT_PIDS_LIMIT = 4096
@@ -151,15 +151,7 @@ class HostSettings(BaseModel):
         """Hard limit for the container: the payload's own timeouts plus setup margin."""
         if self.job_timeout_s is not None:
             return self.job_timeout_s
-        if payload.lang == "model":
-            cfg = payload.model_cfg
-            budget = cfg.install_timeout + cfg.server_startup_timeout + cfg.benchmark_timeout
-            budget += payload.total_timeout  # perplexity and the kernel-style timeouts
-        else:
-            budget = payload.total_timeout
-            if payload.lang == "cu":
-                budget += COMPILE_TIMEOUT_S
-        return float(budget) + self.timeout_margin_s
+        return phases_s(payload) + self.timeout_margin_s
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> HostSettings:

@@ -192,7 +192,10 @@ def run_process(
     become_subreaper()
     command = " ".join(argv)
     sandbox = sandbox or Sandbox(mode="none")
-    full_argv = sandbox.command(argv, cwd=cwd, writable=writable, share_net=share_net)
+    full_argv = sandbox.command(
+        argv, cwd=cwd, writable=writable, share_net=share_net,
+        readable=[p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p],
+    )
     env = dict(env)
     keep = children_now()
     out = TailBuffer(output_cap)
