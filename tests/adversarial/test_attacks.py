@@ -77,6 +77,8 @@ def _prepare(mode: str, request: pytest.FixtureRequest) -> None:
     if mode == "process-root" and os.geteuid() != 0:
         missing_prereq("process isolation as root needs root")
     if mode == "process-user":
+        if os.geteuid() == 0 and shutil.which("setpriv") is None:
+            missing_prereq("setpriv (util-linux) is needed to run as a normal user")
         request.getfixturevalue("user_python")
 
 
