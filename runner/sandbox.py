@@ -366,12 +366,20 @@ def remove_tree(root: Path) -> None:
     me = os.geteuid()
 
     def take(d: str) -> None:
-        with contextlib.suppress(OSError):
-            st = os.lstat(d)
-            if st.st_uid != me:
-                os.lchown(d, me, -1)
-        with contextlib.suppress(OSError):
-            os.chmod(d, stat.S_IRWXU)
+        # through a descriptor opened without following links: a dir swapped for a symlink to
+        # /etc meanwhile is refused (ELOOP), never chmod'ed
+        try:
+            fd = os.open(d, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
+        except OSError:
+            return
+        try:
+            with contextlib.suppress(OSError):
+                if os.fstat(fd).st_uid != me:
+                    os.fchown(fd, me, -1)
+            with contextlib.suppress(OSError):
+                os.fchmod(fd, stat.S_IRWXU)
+        finally:
+            os.close(fd)
 
     def walk(d: str) -> None:
         take(d)

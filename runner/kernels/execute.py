@@ -337,9 +337,7 @@ def run_kernel(payload: KernelPayload, ctx: RunContext) -> FullResult:
     sb = sandbox_from_env(ctx.env, hidden=[str(ctx.output_dir)])
     job = _Job(payload, ctx, system, sb)
     if not sb.hardened:
-        job.warnings.append(
-            "isolation: process (not hardened): " + str(sb.describe()["meaning"])
-        )
+        job.warnings.append("sandbox: " + str(sb.describe()["meaning"]))
     env = child_env(
         ctx.env,
         seed=payload.seed,
