@@ -60,6 +60,9 @@ def render_result(result: FullResult) -> str:
         lines.append(
             f"score: {fmt_seconds(info.score)}" + (f" (ranking_by {ranking})" if ranking else "")
         )
+    for c in info.integrity:
+        if c.verdict != "pass":
+            lines.append(_printable(f"integrity {c.verdict}: {c.check}: {c.detail}"))
     for w in info.warnings:
         lines.append(f"warning: {_printable(w)}")
     head = f"verdict: {verdict(result)}"

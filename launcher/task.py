@@ -29,6 +29,7 @@ _COMMON_KEYS = (
     "ranking_by",
     "seed",
     "multi_gpu",
+    "integrity",
 )
 #: task.yml keys that only describe the task (not sent to the runner).
 _DESCRIPTIVE_KEYS = {"description", "templates", "gpus", "validation", "libraries"}

@@ -26,8 +26,14 @@ def phase_limits(payload: Payload) -> list[tuple[str, float]]:
     if isinstance(payload, CuPayload):
         phases.append(("compile", float(COMPILE_TIMEOUT_S)))
     n = 1 if payload.ranking_by == "last" else len(payload.benchmarks)
-    for run in runs_for_mode(payload.mode, n):
+    runs = runs_for_mode(payload.mode, n)
+    for run in runs:
         phases.append((run, float(payload.timeout_for(run))))
+    if "leaderboard" in runs:  # the cross-checks after a ranked run (runner.kernels.integrity)
+        if payload.integrity.reference_ceiling:
+            phases.append(("reference ceiling", float(payload.timeout_for("benchmark"))))
+        if payload.integrity.secret_recheck:
+            phases.append(("secret recheck", float(payload.timeout_for("test"))))
     return phases
 
 

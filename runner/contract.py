@@ -177,9 +177,30 @@ class _CommonPayload(_Strict):
         return self.benchmark_timeout
 
 
+class IntegrityConfig(_Strict):
+    """task.yml ``integrity:``: the cross-checks of a run's numbers (runner.kernels.integrity).
+    A kitebench addition; every key is optional."""
+
+    #: ``module:function`` the reference-ceiling shim submission calls.
+    reference: str = Field(default="reference:ref_kernel", pattern=r"^[\w.]+:\w+$")
+    #: Claimed speedup over the reference above which a ranked run fails / warns.
+    ceiling: float = Field(default=100.0, gt=1)
+    warn_ceiling: float = Field(default=10.0, gt=1)
+    #: Bytes moved and flops done by one case, as arithmetic of the case's keys
+    #: (``"3 * 4 * size"``); with a machine's peak rates they give a time no kernel can beat.
+    bytes: str | None = Field(default=None, max_length=500)
+    flops: str | None = Field(default=None, max_length=500)
+    #: Run the reference-ceiling check (one extra benchmark run of the reference).
+    reference_ceiling: bool = True
+    #: Rerun the tests with a fresh secret seed after a ranked run.
+    secret_recheck: bool = True
+
+
 class _KernelPayload(_CommonPayload):
     #: File name → text. kernelbot sends ``sources``; the field's Buildkite guide sends ``files``.
     sources: dict[str, str] = Field(validation_alias=AliasChoices("sources", "files"))
+    #: The cross-checks' settings (kitebench addition; defaults when absent).
+    integrity: IntegrityConfig = Field(default_factory=IntegrityConfig)
 
     @field_validator("sources")
     @classmethod
@@ -448,6 +469,14 @@ class Phase(_Strict):
     detail: str = ""
 
 
+class IntegrityCheck(_Strict):
+    """One cross-check of the numbers a harness reported; a ``fail`` means not passed."""
+
+    check: str
+    verdict: Literal["pass", "warn", "fail"]
+    detail: str = ""
+
+
 class KitebenchInfo(_Strict):
     """The ``kitebench`` extension key of result.json: facts kernelbot has no field for."""
 
@@ -469,6 +498,8 @@ class KitebenchInfo(_Strict):
     #: Path-specific extras (model path: perplexity, benchmark keys per shape, ...).
     details: dict[str, Any] = Field(default_factory=dict)
     warnings: list[str] = Field(default_factory=list)
+    #: Cross-checks of the harness's numbers (runner.kernels.integrity); any ``fail`` → not passed.
+    integrity: list[IntegrityCheck] = Field(default_factory=list)
 
 
 class FullResult(BaseModel):

@@ -105,26 +105,27 @@ def runner_image_hash() -> str:
     )
 
 
-def ensure_test_image(client: Any | None = None) -> str:
-    """Build ``kitebench-runner:test`` unless an up-to-date one exists; returns the tag."""
+def ensure_test_image(client: Any | None = None, tag: str = TEST_IMAGE) -> str:
+    """Build ``kitebench-runner:test`` (or ``tag``) unless an up-to-date one exists; returns
+    the tag."""
     from docker.errors import ImageNotFound
 
     client = client or docker_client()
     require_base(client)
     want = runner_image_hash()
     try:
-        img = client.images.get(TEST_IMAGE)
+        img = client.images.get(tag)
         if (img.labels or {}).get(HASH_LABEL) == want:
-            return TEST_IMAGE
+            return tag
     except ImageNotFound:
         pass
     wheels = ensure_wheels()
     with tempfile.TemporaryDirectory(prefix="kitebench-ctx-") as tmp:
         ctx = stage_context(Path(tmp), wheels)
-        build(client, ctx, "images/runner/Dockerfile", TEST_IMAGE,
+        build(client, ctx, "images/runner/Dockerfile", tag,
               {"BASE_IMAGE": BASE_IMAGE, "INSTALL_TORCH": "0", "KITEBENCH_REVISION": want},
               labels={HASH_LABEL: want})
-    return TEST_IMAGE
+    return tag
 
 
 def standin_vllm_wheel(dest: Path, version: str = "0.0.0+standin") -> Path:

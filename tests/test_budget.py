@@ -64,5 +64,13 @@ def test_profile_and_ranking_last_agree_with_the_runs_the_runner_makes() -> None
 
     for name, payload in _payloads():
         if name.startswith(("py", "cu")):
-            runs = [n for n, _s in phase_limits(payload) if n != "compile"]  # type: ignore[arg-type]
+            extra = ("compile", "reference ceiling", "secret recheck")
+            runs = [n for n, _s in phase_limits(payload) if n not in extra]  # type: ignore[arg-type]
             assert runs == run_names(payload), name  # type: ignore[arg-type]
+
+
+def test_ranked_runs_count_the_cross_checks_reruns() -> None:
+    payload = dict(_payloads())["py-leaderboard-last"]
+    limits = dict(phase_limits(payload))  # type: ignore[arg-type]
+    assert limits["secret recheck"] == 11 and limits["reference ceiling"] == 23
+    assert phases_s(payload) == 11 + 23 + 37 + 23 + 11  # type: ignore[arg-type]

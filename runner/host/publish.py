@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import math
 import os
+import re
 import subprocess
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -150,6 +151,12 @@ _AUTOLINK_BREAKS = (
 )
 
 
+def _ident(text: str) -> str:
+    """A snake_case name as it is (an underscore inside a word is never emphasis in
+    CommonMark), anything else escaped like any other text."""
+    return text if re.fullmatch(r"[a-z0-9]+(?:_[a-z0-9]+)*", text) else _md(text)
+
+
 def _code(text: str, limit: int = MAX_CELL_CHARS) -> str:
     """A short value (an image name, a digest) as a Markdown code span that nothing inside can
     close: backticks dropped, one line."""
@@ -223,6 +230,12 @@ def annotation(result: FullResult) -> str:
     if result.error:
         # escaped text, not a code block: no renderer's idea of a fence can let it out
         lines += [f"**error** {_md(_without_traceback(result.error), 4000)}", ""]
+    checks = [c for c in info.integrity if c.verdict != "pass"]
+    if checks:  # the cross-checks of the harness's numbers (runner.kernels.integrity)
+        lines += ["| integrity check | verdict | detail |", "|---|---|---|"]
+        for c in checks[:10]:
+            lines.append(f"| {_ident(c.check)} | {_md(c.verdict.upper())} | {_md(c.detail, 300)} |")
+        lines.append("")
     for w in info.warnings[:10]:
         lines.append(f"- ⚠️ {_md(_without_traceback(w), 500)}")
     text = "\n".join(lines).rstrip() + "\n"

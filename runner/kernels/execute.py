@@ -17,6 +17,7 @@ from runner.contract import (
     EvalResult,
     FullResult,
     HarnessExit,
+    IntegrityCheck,
     KitebenchInfo,
     Phase,
     ProfileResult,
@@ -30,7 +31,9 @@ from runner.contract import (
     runs_passed,
 )
 from runner.kernels import compile as nvcc
+from runner.kernels import integrity
 from runner.kernels.environment import child_env
+from runner.kernels.judged import judge_options, run_judged
 from runner.kernels.process import (
     ProcessOutcome,
     become_subreaper,
@@ -260,6 +263,8 @@ class _Job:
         self.step = "setup"
         #: Where the per-run work dirs go (default: the temp dir).
         self.work_base = ctx.env.get("KITEBENCH_WORK_DIR") or None
+        #: Cross-checks of the harness's numbers (runner.kernels.integrity).
+        self.integrity: list[IntegrityCheck] = []
 
     def phase(self, name: str, start: dt.datetime, ok: bool, detail: str = "") -> None:
         end = _now()
@@ -295,6 +300,11 @@ class _Job:
                     break
             else:
                 error, stage = "no run finished", "run"
+        # the cross-checks (runner.kernels.integrity): one fail and the job has not passed
+        failed = [c for c in self.integrity if c.verdict == "fail"]
+        if passed and failed:
+            passed, stage = False, "run"
+            error = f"integrity check {failed[0].check} failed: {failed[0].detail}"[:500]
         scored = [
             (n, ev.run)
             for n, ev in self.runs.items()
@@ -324,6 +334,7 @@ class _Job:
                 warnings=list(self.warnings),
                 details=dict(self.details),
                 isolation={"sandbox": self.sandbox.describe()},
+                integrity=list(self.integrity),
             ),
         )
 
@@ -422,13 +433,7 @@ def _run_all(
             job.sandbox.give(wd)
             run_env = {**env, **job.sandbox.home_env(wd)} if job.sandbox.separate_uid else env
             job.step = name
-            outcome = run_process(
-                [*argv, harness_mode(name), CASES_NAME],
-                cwd=wd,
-                env=run_env,
-                timeout_s=payload.timeout_for(name),
-                sandbox=job.sandbox,
-            )
+            outcome = _start_run(payload, job, argv, name, wd, run_env)
         run = _run_result(outcome)
         profile = None
         if name.startswith("profile.") and "benchmark.0.report" in run.result:
@@ -442,6 +447,26 @@ def _run_all(
         job.ctx.checkpoint(job.result(), after=name)
         if not run.passed:
             break
+    integrity.after_runs(payload, job, env, prepare)
+
+
+def _start_run(
+    payload: KernelPayload, job: _Job, argv: list[str], name: str, wd: Path, env: dict[str, str]
+) -> ProcessOutcome:
+    """The built-in harness's stub: the runner starts the judge (runner.kernels.judged); any
+    other harness runs as the submission."""
+    options = judge_options(payload)
+    if options is not None and isinstance(payload, PyPayload):
+        return run_judged(payload, options, mode=harness_mode(name), wd=wd, env=env,
+                          sandbox=job.sandbox, timeout_s=payload.timeout_for(name),
+                          work_base=job.work_base)
+    return run_process(
+        [*argv, harness_mode(name), CASES_NAME],
+        cwd=wd,
+        env=env,
+        timeout_s=payload.timeout_for(name),
+        sandbox=job.sandbox,
+    )
 
 
 def peak_rss_mib() -> float:

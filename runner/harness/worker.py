@@ -1,0 +1,118 @@
+"""The worker: the only process that imports the submission (``python -m runner.harness.worker``,
+started by the judge under the submission's sandbox).
+
+It does what the judge asks, one message at a time, on the channel descriptor it inherits:
+``map`` a shared memory region, ``echo`` (a call without the submission, for the judge's
+overhead calibration; only honoured before ``import``), ``import`` the submission, ``call`` the
+kernel on inputs in the region and write the output back, ``profile``, ``exit``. Nothing it
+replies is trusted: the judge times the calls with its own clock, pauses this process before it
+reads an output, and checks that output itself.
+"""
+
+from __future__ import annotations
+
+import importlib
+import mmap
+import os
+import socket
+import sys
+import traceback
+from typing import Any
+
+from runner.harness.channel import WORKER_FD_ENV, Channel, ChannelClosed, dump, load
+from runner.harness.wire import decode, encode
+
+
+class Worker:
+    def __init__(self, ch: Channel) -> None:
+        self.ch = ch
+        self.buf: memoryview | None = None
+        # old regions stay mapped: the submission may still hold views of them
+        self._maps: list[mmap.mmap] = []
+        self.kernel: Any = None
+        # The same call message again (same input layout): its parsed form and input views are
+        # reused, which keeps JSON out of the round trip the judge times.
+        self._last_raw = b""
+        self._last_call: Any = None
+        self._last_data: Any = None
+        self._last_reply: dict[str, Any] | None = None
+        self._last_reply_raw = b""
+
+    def region(self) -> memoryview:
+        if self.buf is None:
+            raise RuntimeError("no shared memory region was mapped")
+        return self.buf
+
+    def handle(self, msg: dict[str, Any], fds: list[int]) -> dict[str, Any] | None:
+        op = msg.get("op")
+        if op == "map":
+            if len(fds) != 1:
+                raise RuntimeError("map without a descriptor")
+            mm = mmap.mmap(fds[0], int(msg["size"]))
+            os.close(fds[0])
+            self._maps.append(mm)
+            self.buf = memoryview(mm)
+            return {"ok": True}
+        if op == "echo":
+            if self.kernel is not None:
+                raise RuntimeError("echo after import")  # calibration is only honest before
+            buf = self.region()
+            decode(msg["in"], buf, copy=False)
+            value = decode(msg["tmpl"], buf, copy=False)
+            meta, _ = encode(value, buf, int(msg["out"]), int(msg["cap"]))
+            return {"ok": True, "out": meta}
+        if op == "import":
+            cwd = os.getcwd()
+            if cwd not in sys.path:
+                sys.path.insert(0, cwd)
+            module = importlib.import_module(str(msg["module"]))
+            self.kernel = getattr(module, str(msg["entry"]))
+            return {"ok": True}
+        if op == "call":
+            buf = self.region()
+            if self._last_call is not msg:
+                self._last_data = decode(msg["in"], buf, copy=False)
+                self._last_call = msg
+            out = self.kernel(self._last_data)
+            meta, _ = encode(out, buf, int(msg["out"]), int(msg["cap"]))
+            return {"ok": True, "out": meta}
+        if op == "profile":
+            from runner.harness.modes import _profile_report
+
+            data = decode(msg["in"], self.region(), copy=False)
+            return {"ok": True, "report": _profile_report(self.kernel, data)}
+        if op == "ping":
+            return {"ok": True}
+        if op == "exit":
+            return None
+        raise RuntimeError(f"unknown op {op!r}")
+
+    def serve(self) -> int:
+        self.ch.send({"op": "hello", "pid": os.getpid()})
+        while True:
+            try:
+                raw, fds = self.ch.recv_bytes(want_fds=1)
+            except ChannelClosed:
+                return 0
+            try:
+                if raw != self._last_raw or fds:
+                    self._last_raw, self._last_msg = raw, load(raw)
+                reply = self.handle(self._last_msg, fds)
+            except Exception as e:  # the kernel's (or the import's) error is its verdict
+                traceback.print_exc()
+                text = f"{type(e).__name__}: {e}"
+                reply = {"ok": False, "error": text[:2000]}
+            if reply is None:
+                return 0
+            if reply != self._last_reply:
+                self._last_reply, self._last_reply_raw = reply, dump(reply)
+            self.ch.send_bytes(self._last_reply_raw)
+
+
+def main() -> int:
+    fd = int(os.environ.pop(WORKER_FD_ENV))
+    return Worker(Channel(socket.socket(fileno=fd))).serve()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
