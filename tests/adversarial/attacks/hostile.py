@@ -105,17 +105,21 @@ def ancestors() -> list[int]:
     return out
 
 
+def _is_runner(line: str) -> bool:
+    # bubblewrap's own command line names what it runs ("-m runner.harness..."): it is not
+    # the runner, it is the submission's sandbox (same uid, no capability, nothing of ours)
+    return "-m runner" in line and "bwrap" not in line.split(" ", 1)[0]
+
+
 def kitebench_targets() -> list[int]:
     """The runner and the launcher above us, and PID 1 when it is the runner (a container):
     the processes an attack goes after. Never anything else on the machine."""
     found = []
     for pid in ancestors():
         line = cmdline(pid)
-        if pid == 1 and "runner" not in line:
-            continue
-        if "-m runner" in line or "launcher" in line or "bwrap" in line:
+        if _is_runner(line) or ("launcher" in line and "bwrap" not in line.split(" ", 1)[0]):
             found.append(pid)
-    if "runner" in cmdline(1) and 1 not in found:
+    if _is_runner(cmdline(1)) and 1 not in found:
         found.append(1)
     return found
 
