@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import base64
 import binascii
-import re
 
 from runner.contract import EvalResult, FullResult, RunResult
+from runner.kernels.protocol import claimed_count, indices
 
 _TAIL_LINES = 12
 
@@ -48,7 +48,7 @@ def render_result(result: FullResult) -> str:
     if sysinfo.hostname:
         bits.append(sysinfo.hostname)
     if any([sysinfo.gpu, sysinfo.cpu, sysinfo.hostname]):
-        lines.append("system: " + ", ".join(bits))
+        lines.append("system: " + _printable(", ".join(bits)))
     iso = result.kitebench.isolation.get("mode")
     if iso:
         lines.append(f"isolation: {iso}{_sandbox_words(result.kitebench.isolation)}")
@@ -63,15 +63,15 @@ def render_result(result: FullResult) -> str:
         lines.append(f"score: {what}" + (f", ranking_by {ranking}" if ranking else ""))
     for c in info.integrity:
         if c.verdict != "pass":
-            lines.append(f"integrity {c.verdict}: {c.check}: {c.detail}")
+            lines.append(_printable(f"integrity {c.verdict}: {c.check}: {c.detail}"))
     for w in info.warnings:
-        lines.append(f"warning: {w}")
+        lines.append(f"warning: {_printable(w)}")
     head = f"verdict: {verdict(result)}"
     if not result.passed:
         if info.stage:
             head += f" (stage: {info.stage})"
         if result.error:
-            lines.append(f"error: {result.error}")
+            lines.append(f"error: {_printable(result.error)}")
     lines.append(head)
     return "\n".join(lines)
 
@@ -103,29 +103,43 @@ def _render_run(name: str, ev: EvalResult) -> list[str]:
     return out
 
 
-def _count(result: dict[str, str], kind: str) -> int:
+#: Cases listed per kind; the rest are summed up in one line (a report stays readable).
+MAX_LISTED_CASES = 200
+
+
+def _count(result: dict[str, str], kind: str) -> tuple[int, int | None]:
+    """(entries to list, the harness's claimed count when it disagrees with what is there).
+    The claim is the harness's (the submission's) text: only the indices that really appear in
+    the keys are listed, so a ``test-count: 10**15`` cannot make the report loop or grow."""
+    present = indices(result, kind)
+    n = (present[-1] + 1) if present else 0
+    claimed = claimed_count(result, kind)
     raw = result.get(f"{kind}-count")
-    if raw is not None:
-        try:
-            return int(raw)
-        except ValueError:
-            return 0
-    found = {int(m.group(1)) for k in result if (m := re.match(rf"{kind}\.(\d+)\.", k))}
-    return max(found) + 1 if found else 0
+    if raw is None:
+        return n, None
+    if claimed is None:
+        return n, -1  # not a number
+    return min(claimed, n), (claimed if claimed != n else None)
 
 
 def _render_cases(run: RunResult) -> list[str]:
     r = run.result
     out: list[str] = []
-    for i in range(_count(r, "test")):
+    tests, claim = _count(r, "test")
+    out += _claim_note("test", tests, claim, r)
+    for i in range(min(tests, MAX_LISTED_CASES)):
         status = r.get(f"test.{i}.status", "?")
         mark = "pass" if status == "pass" else "FAIL"
-        line = f"  {mark}  test {i}: {r.get(f'test.{i}.spec', '')}"
+        line = f"  {mark}  test {i}: {_short(r.get(f'test.{i}.spec', ''))}"
         out.append(line)
         if status != "pass" and r.get(f"test.{i}.error"):
             out.append(f"        {_short(r[f'test.{i}.error'])}")
-    for i in range(_count(r, "benchmark")):
-        spec = r.get(f"benchmark.{i}.spec", "")
+    if tests > MAX_LISTED_CASES:
+        out.append(f"  ... {tests - MAX_LISTED_CASES} more tests")
+    benches, claim = _count(r, "benchmark")
+    out += _claim_note("benchmark", benches, claim, r)
+    for i in range(min(benches, MAX_LISTED_CASES)):
+        spec = _short(r.get(f"benchmark.{i}.spec", ""))
         status = r.get(f"benchmark.{i}.status", "pass" if f"benchmark.{i}.mean" in r else "?")
         if status != "pass":
             out.append(f"  FAIL  benchmark {i}: {spec}")
@@ -146,10 +160,20 @@ def _render_cases(run: RunResult) -> list[str]:
         text += f", {runs} runs"
         out.append(f"  pass  benchmark {i}: {spec}")
         out.append(f"        {text}")
+    if benches > MAX_LISTED_CASES:
+        out.append(f"  ... {benches - MAX_LISTED_CASES} more benchmarks")
     for key in ("error", "test.error", "benchmark.error"):
         if key in r:
             out.append(f"  harness: {_short(r[key])}")
     return out
+
+
+def _claim_note(kind: str, listed: int, claim: int | None, r: dict[str, str]) -> list[str]:
+    if claim is None:
+        return []
+    if claim < 0:
+        return [f"  harness: {kind}-count {_short(r.get(f'{kind}-count', ''), 40)!r} is not a number"]
+    return [f"  harness: claims {claim} {kind}s, reported {listed}"]
 
 
 def _stats(
@@ -182,12 +206,18 @@ def _render_profile(trace: str) -> list[str]:
 
 def _tail(text: str, indent: str) -> list[str]:
     rows = [ln for ln in text.rstrip().splitlines() if ln.strip()][-_TAIL_LINES:]
-    return [f"{indent}{row[:300]}" for row in rows]
+    return [f"{indent}{_printable(row)[:300]}" for row in rows]
 
 
 def _short(text: str, limit: int = 300) -> str:
-    text = text.replace("\\n", " ").strip()
+    text = _printable(text.replace("\\n", " ")).strip()
     return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _printable(text: str) -> str:
+    """The submission's text without control characters: an ANSI escape in its output must not
+    rewrite the reader's terminal (move the cursor over the verdict, retitle the window)."""
+    return "".join(ch if ch.isprintable() else ("\ufffd" if ch not in "\t" else " ") for ch in text)
 
 
 def _sandbox_words(isolation: dict[str, object]) -> str:

@@ -12,7 +12,9 @@ environment; the container never does.
 
 from __future__ import annotations
 
+import math
 import os
+import re
 import subprocess
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -85,22 +87,96 @@ def meta_data(result: FullResult) -> dict[str, str]:
     return data
 
 
+#: Benchmark rows listed in the annotation (the harness decides how many keys there are).
+MAX_BENCH_ROWS = 50
+#: Characters of one table cell taken from the run (a spec, a warning).
+MAX_CELL_CHARS = 200
+
+
 def _benchmark_means(values: Mapping[str, str]) -> list[tuple[int, float, str]]:
     """(index, mean in ns, spec) from the harness keys ``benchmark.N.mean`` / ``benchmark.N.spec``."""
     means = []
     for key, value in values.items():
         parts = key.split(".")
-        if len(parts) == 3 and parts[0] == "benchmark" and parts[2] == "mean" and parts[1].isdigit():
+        if (len(parts) == 3 and parts[0] == "benchmark" and parts[2] == "mean"
+                and parts[1].isdigit() and parts[1].isascii() and len(parts[1]) <= 9):
             try:
-                means.append((int(parts[1]), float(value), values.get(f"benchmark.{parts[1]}.spec", "")))
+                mean = float(value)
             except ValueError:
                 continue
+            if math.isfinite(mean):
+                means.append((int(parts[1]), mean, values.get(f"benchmark.{parts[1]}.spec", "")))
     return sorted(means)
 
 
-def _md(text: str) -> str:
-    """Text safe inside a Markdown table cell."""
-    return text.replace("|", "\\|").replace("\n", " ").strip()
+# Every ASCII punctuation character CommonMark lets a backslash escape, except "&", "<", ">"
+# (made entities below) and the quote marks (inert in text).
+_MD_PUNCT = set("\\`*_{}[]()#+-.!|~/=$%^?@")
+_TRACEBACK = "Traceback (most recent call last)"
+
+
+def _md(text: str, limit: int = MAX_CELL_CHARS) -> str:
+    """Text from a result (the submission's, in the end) as inert Markdown: one line, every
+    character that could start markup backslash-escaped, ``&<>`` as entities (so no raw HTML),
+    and links broken (``http://``, ``www.``, ``a@b``: GitHub-flavoured autolinks need no markup).
+    Safe inside a table cell too."""
+    text = " ".join(_printable(text).split())
+    if len(text) > limit:
+        text = text[: limit - 3] + "..."
+    out = []
+    for ch in text:
+        if ch in _MD_PUNCT:
+            out.append("\\" + ch)
+        elif ch == "&":
+            out.append("&amp;")
+        elif ch == "<":
+            out.append("&lt;")
+        elif ch == ">":
+            out.append("&gt;")
+        else:
+            out.append(ch)
+    # a zero-width space inside the autolink triggers (the escapes above may be undone before
+    # the autolink pass of some renderers; a character in between never is)
+    text = "".join(out)
+    for trigger, broken in _AUTOLINK_BREAKS:
+        text = text.replace(trigger, broken)
+    return text
+
+
+_AUTOLINK_BREAKS = (
+    (":\\/\\/", ":\u200b\\/\\/"),  # scheme://
+    ("www\\.", "www\u200b\\."),
+    ("WWW\\.", "WWW\u200b\\."),
+    ("\\@", "\u200b\\@"),  # user@host
+)
+
+
+def _ident(text: str) -> str:
+    """A snake_case name as it is (an underscore inside a word is never emphasis in
+    CommonMark), anything else escaped like any other text."""
+    return text if re.fullmatch(r"[a-z0-9]+(?:_[a-z0-9]+)*", text) else _md(text)
+
+
+def _code(text: str, limit: int = MAX_CELL_CHARS) -> str:
+    """A short value (an image name, a digest) as a Markdown code span that nothing inside can
+    close: backticks dropped, one line."""
+    text = " ".join(_printable(text).replace("`", "'").split())
+    return f"`{text[:limit]}`" if text else ""
+
+
+def _printable(text: str) -> str:
+    return "".join(ch if ch.isprintable() or ch in "\n\t" else "\ufffd" for ch in text)
+
+
+def _without_traceback(text: str) -> str:
+    """An error for the annotation: a traceback is the log's business (result.json keeps the
+    run's stderr); only the line that says what went wrong stays."""
+    if _TRACEBACK not in text:
+        return text
+    before, _, after = text.partition(_TRACEBACK)
+    rows = [ln.strip() for ln in after.replace("\\n", "\n").splitlines() if ln.strip()]
+    last = rows[-1] if rows else ""
+    return (before.rstrip(" :;\n") + (": " if before.strip() else "") + last).strip()
 
 
 def annotation(result: FullResult) -> str:
@@ -112,17 +188,18 @@ def annotation(result: FullResult) -> str:
     elif result.success:
         head = "❌ kitebench: failed"
     else:
-        head = f"⚠️ kitebench: error{f' ({info.stage})' if info.stage else ''}"
+        head = f"⚠️ kitebench: error{f' ({_md(info.stage)})' if info.stage else ''}"
     lines = [f"### {head}", ""]
-    gpu = result.system.gpu or "no GPU"
+    # Everything below that comes from the result goes through _md or _code: the
+    # submission wrote some of it (specs, errors, warnings) and it must stay text.
+    facts = [f"**GPU** {_md(result.system.gpu or 'no GPU')}"]
     if iso.get("gpu_uuid"):
-        gpu += f" (`{iso['gpu_uuid']}`)"
-    facts = [f"**GPU** {_md(gpu)}"]
+        facts[0] += f" ({_code(str(iso['gpu_uuid']))})"
     if iso.get("image"):
-        facts.append(f"**image** `{_md(str(iso['image']))}`")
+        facts.append(f"**image** {_code(str(iso['image']))}")
     if iso.get("image_digest"):
-        facts.append(f"**digest** `{_md(str(iso['image_digest']))}`")
-    if info.score is not None:
+        facts.append(f"**digest** {_code(str(iso['image_digest']))}")
+    if info.score is not None and math.isfinite(info.score):
         score = info.score_info.describe(info.score) if info.score_info else f"{info.score:.6g}"
         facts.append(f"**score** {_md(score)}")
     lines += [" · ".join(facts), ""]
@@ -146,20 +223,22 @@ def annotation(result: FullResult) -> str:
         ]
         if bench:
             lines += ["| run | benchmark | mean |", "|---|---|---|"]
-            for name, _idx, mean, spec in bench:
-                lines.append(f"| {_md(name)} | {_md(spec) or _idx} | {mean / 1000:.3f} µs |")
+            for name, idx, mean, spec in bench[:MAX_BENCH_ROWS]:
+                lines.append(f"| {_md(name)} | {_md(spec) or idx} | {mean / 1000:.3f} µs |")
+            if len(bench) > MAX_BENCH_ROWS:
+                lines.append(f"| … | {len(bench) - MAX_BENCH_ROWS} more | |")
             lines.append("")
     if result.error:
-        err = result.error if len(result.error) < 4000 else result.error[:4000] + "..."
-        lines += ["```text", err.replace("```", "'''"), "```", ""]
+        # escaped text, not a code block: no renderer's idea of a fence can let it out
+        lines += [f"**error** {_md(_without_traceback(result.error), 4000)}", ""]
     checks = [c for c in info.integrity if c.verdict != "pass"]
     if checks:  # the cross-checks of the harness's numbers (runner.kernels.integrity)
         lines += ["| integrity check | verdict | detail |", "|---|---|---|"]
         for c in checks[:10]:
-            lines.append(f"| {_md(c.check)} | {c.verdict.upper()} | {_md(c.detail[:300])} |")
+            lines.append(f"| {_ident(c.check)} | {_md(c.verdict.upper())} | {_md(c.detail, 300)} |")
         lines.append("")
     for w in info.warnings[:10]:
-        lines.append(f"- ⚠️ {_md(w)}")
+        lines.append(f"- ⚠️ {_md(_without_traceback(w), 500)}")
     text = "\n".join(lines).rstrip() + "\n"
     raw = text.encode("utf-8")
     if len(raw) > MAX_ANNOTATION_BYTES:

@@ -41,7 +41,14 @@ from runner.kernels.process import (
     hide_from_same_user,
     run_process,
 )
-from runner.kernels.protocol import mean_ns, parse_popcorn
+from runner.kernels.protocol import (
+    MAX_KEYS,
+    bounded_count,
+    count_problem,
+    indices,
+    mean_ns,
+    parse_popcorn,
+)
 from runner.kernels.workdir import CASES_NAME, cases_text, private_dir, write_files
 from runner.sandbox import Sandbox
 from runner.sandbox import from_env as sandbox_from_env
@@ -84,17 +91,20 @@ def harness_mode(run: str) -> str:
     return "profile" if run.startswith("profile.") else run
 
 
-def score(result: dict[str, str], ranking_by: str) -> float | None:
-    """Seconds: the benchmark means (ns) combined by ranking_by; custom = the harness's ``score``."""
+def score(result: dict[str, str], ranking_by: str, cases: int | None = None) -> float | None:
+    """Seconds: the benchmark means (ns) combined by ranking_by; custom = the harness's ``score``.
+    ``benchmark-count`` is the harness's claim: above ``cases`` (the payload's benchmarks for the
+    run, when known) or above what the protocol can hold there is no score, and the loop never
+    runs longer than that."""
     if ranking_by == "custom":
         try:
-            return float(result["score"])
+            value = float(result["score"])
         except (KeyError, ValueError):
             return None
-    try:
-        count = int(result.get("benchmark-count", "0"))
-    except ValueError:
+        return value if math.isfinite(value) else None
+    if count_problem(result, MAX_KEYS if cases is None else cases) is not None:
         return None
+    count = bounded_count(result, "benchmark", cases)
     means = [mean_ns(result, i) for i in range(count)]
     if not means or any(m is None or not math.isfinite(m) or m <= 0 for m in means):
         return None
@@ -106,8 +116,11 @@ def score(result: dict[str, str], ranking_by: str) -> float | None:
     return sum(secs) / len(secs)
 
 
-def describe_failure(name: str, ev: EvalResult) -> str:
-    """One line saying why a run did not pass."""
+def describe_failure(name: str, ev: EvalResult, cases: int | None = None) -> str:
+    """One line saying why a run did not pass. Everything quoted from the run (stderr, harness
+    errors) is the submission's text: cut to one short line, a traceback reduced to its last
+    line (result.json's stderr, the log, keeps all of it). ``cases``: how many cases the run had
+    (the bound on the harness's counts)."""
     comp = ev.compilation
     if comp is not None and not comp.success:
         if not comp.nvcc_found:
@@ -129,32 +142,62 @@ def describe_failure(name: str, ev: EvalResult) -> str:
             + (f" ({meaning})" if meaning else "")
             + (f": {tail}" if tail else "")
         )
+    if cases is not None:
+        problem = count_problem(run.result, cases)
+        if problem is not None:
+            return f"{name}: {problem}"
     if "check" not in run.result:
         return f"{name}: the harness reported no verdict (no 'check' key on POPCORN_FD)"
-    first = _first_error(run.result)
+    if run.result.get("check") == "pass" and run.exit_code == 0:
+        # the harness said pass, the runner did not take it: its output was cut at the limit
+        return f"{name}: the harness output on POPCORN_FD was over its size limit"
+    first = _first_error(run.result, cases)
     return f"{name}: check failed" + (f": {first}" if first else "")
+
+
+#: What one quoted line of the submission's output may take in an error.
+_QUOTE_CHARS = 300
+_TRACEBACK = "Traceback (most recent call last)"
+
+
+def one_line(text: str, limit: int = _QUOTE_CHARS) -> str:
+    """The submission's text as one short line for ``error``: newlines (real ones or the
+    harness's escaped ``\\n``) joined, a traceback reduced to its last line, non-printable
+    characters dropped."""
+    text = text.replace("\\r", "\n").replace("\\n", "\n").replace("\r", "\n")
+    if _TRACEBACK in text:
+        before, _, after = text.partition(_TRACEBACK)
+        rows = [ln.strip() for ln in after.splitlines() if ln.strip()]
+        # frames are "File ..." lines and their source lines; the last row is the exception
+        text = before + " " + (rows[-1] if rows else "")
+    text = "".join(ch for ch in " ".join(text.split()) if ch.isprintable())
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def _last_line(text: str) -> str:
     lines = [ln.strip() for ln in text.strip().splitlines() if ln.strip()]
-    return lines[-1][:300] if lines else ""
+    # the runner's own notes ("[kitebench: ...]") come after the submission's output
+    own = [ln for ln in lines if not ln.startswith("[kitebench:")]
+    return one_line((own or lines)[-1]) if lines else ""
 
 
-def _first_error(result: dict[str, str]) -> str:
+def _first_error(result: dict[str, str], cases: int | None = None) -> str:
+    """The first failed case, found among the keys the harness wrote (bounded by their number
+    and by ``cases``), never by counting up to a claimed ``{kind}-count``."""
     for kind in ("test", "benchmark"):
-        try:
-            count = int(result.get(f"{kind}-count", "0"))
-        except ValueError:
-            count = 0
-        for i in range(count):
+        for i in indices(result, kind):
+            if cases is not None and i >= cases:
+                break
             if result.get(f"{kind}.{i}.status") == "fail":
-                err = result.get(f"{kind}.{i}.error", "")
-                spec = result.get(f"{kind}.{i}.spec", "")
+                err = one_line(result.get(f"{kind}.{i}.error", ""))
+                spec = one_line(result.get(f"{kind}.{i}.spec", ""), 100)
                 return f"{kind} {i} ({spec}): {err}"[:400] if spec else f"{kind} {i}: {err}"[:400]
     return ""
 
 
-def _run_result(outcome: ProcessOutcome) -> RunResult:
+def _run_result(outcome: ProcessOutcome, cases: int | None = None) -> RunResult:
+    """The run as result.json holds it. ``cases``: how many cases the run was given; counts the
+    harness claims above it fail the run (see :func:`_hold_to_cases`)."""
     result, warnings = parse_popcorn(outcome.popcorn)
     stderr = outcome.stderr
     if outcome.start_error:
@@ -179,7 +222,7 @@ def _run_result(outcome: ProcessOutcome) -> RunResult:
         and result.get("check") == "pass"
         and not outcome.popcorn_overflowed
     )
-    return RunResult(
+    run = RunResult(
         success=success,
         passed=passed,
         command=outcome.command,
@@ -189,6 +232,18 @@ def _run_result(outcome: ProcessOutcome) -> RunResult:
         duration=round(outcome.duration, 6),
         result=result,
     )
+    if cases is not None:
+        _hold_to_cases(run, cases)
+    return run
+
+
+def _hold_to_cases(run: RunResult, cases: int) -> None:
+    """A passed run whose harness claims more cases than the run had (or a count that is not a
+    number) is failed: the runner only vouches for what it can check. Idempotent."""
+    problem = count_problem(run.result, cases)
+    if run.passed and problem is not None:
+        run.passed = False
+        run.stderr += f"\n[kitebench: {problem}]"
 
 
 class _Job:
@@ -225,7 +280,13 @@ class _Job:
             )
         )
 
+    def cases(self, run: str) -> int:
+        return len(cases_for_run(self.payload, run))
+
     def result(self) -> FullResult:
+        for name, ev in self.runs.items():
+            if ev.run is not None:
+                _hold_to_cases(ev.run, self.cases(name))
         passed = runs_passed(self.runs) and len(self.runs) == len(run_names(self.payload))
         stage: Stage | None = None
         error = ""
@@ -234,7 +295,7 @@ class _Job:
                 if not (ev.run is not None and ev.run.passed) or (
                     ev.compilation is not None and not ev.compilation.success
                 ):
-                    error = describe_failure(name, ev)
+                    error = describe_failure(name, ev, self.cases(name))
                     comp_failed = ev.compilation is not None and not ev.compilation.success
                     stage = "compile" if comp_failed else "run"
                     break
@@ -245,8 +306,15 @@ class _Job:
         if passed and failed:
             passed, stage = False, "run"
             error = f"integrity check {failed[0].check} failed: {failed[0].detail}"[:500]
-        scored = [ev.run for n, ev in self.runs.items() if n in ("benchmark", "leaderboard")]
-        value = score(scored[-1].result, self.payload.ranking_by) if passed and scored else None
+        scored = [
+            (n, ev.run)
+            for n, ev in self.runs.items()
+            if n in ("benchmark", "leaderboard") and ev.run is not None
+        ]
+        value = None
+        if passed and scored:
+            last, run = scored[-1]
+            value = score(run.result, self.payload.ranking_by, self.cases(last))
         self.details["runner_max_rss_mib"] = peak_rss_mib()
         # read after the runs: the host samples the same counter, but a short job can end
         # (and its cgroup vanish) between two samples
