@@ -109,6 +109,13 @@ class Sandbox:
     bwrap: str | None = None
     #: Paths the submission must not even see (bound over with an empty tmpfs in ``ns`` modes).
     hidden: tuple[str, ...] = field(default=())
+    #: Root starts bubblewrap itself (no user namespace) and the uid is taken inside, after the
+    #: mounts: the runtime other uids cannot reach (an interpreter under a 0700 /root) is bound
+    #: into a fresh tmpfs first. Without it the submission could only run as the host's uid 0
+    #: seen through a user namespace: still the owner of /etc/shadow and the Docker socket.
+    drop_inside: bool = False
+    #: With ``drop_inside``: the runtime paths to bind in (those other uids cannot reach).
+    expose: tuple[str, ...] = field(default=())
 
     # -- facts -----------------------------------------------------------------------------
 
@@ -141,6 +148,8 @@ class Sandbox:
         """Keywords for ``subprocess.Popen``: the uid change (done in the child before exec)."""
         if self.uid is None:
             return {}
+        if self.drop_inside:  # bubblewrap starts as root; the uid change happens inside
+            return {"umask": 0o077}
         return {"user": self.uid, "group": self.gid, "extra_groups": [], "umask": 0o077}
 
     def command(
@@ -164,15 +173,22 @@ class Sandbox:
         for path in self.hidden:
             if os.path.isdir(path):
                 cmd += ["--tmpfs", str(path)]
+        # bubblewrap run by root makes the dirs it creates 0700: the uid taken inside needs them
+        # searchable (parents of the work dir, of a checkout under /tmp)
+        opened = self.drop_inside
         shadowed = ("/tmp/", "/dev/shm/", *(h.rstrip("/") + "/" for h in self.hidden))
         seen: set[str] = set()
         for path in (*_runtime_dirs(), *readable):
             real = os.path.realpath(path)
             if real not in seen and os.path.exists(real) and real.startswith(shadowed):
                 seen.add(real)
+                cmd += _searchable_parents(real, "/tmp") if opened else []
                 cmd += ["--ro-bind", real, real]
         for path in (cwd, *writable):
+            cmd += _searchable_parents(str(path), "/tmp") if opened else []
             cmd += ["--bind", str(path), str(path)]
+        if self.drop_inside:
+            return cmd + self._drop_inside_tail(argv, cwd, share_net)
         cmd += ["--unshare-user", "--unshare-pid", "--unshare-ipc", "--unshare-uts",
                 "--unshare-cgroup-try", "--cap-drop", "ALL"]
         if self.uid is None and os.geteuid() == 0:
@@ -183,6 +199,26 @@ class Sandbox:
             cmd.append("--unshare-net")
         cmd += ["--die-with-parent", "--new-session", "--chdir", str(cwd), "--", *argv]
         return cmd
+
+    def _drop_inside_tail(
+        self, argv: Sequence[str], cwd: str | os.PathLike[str], share_net: bool
+    ) -> list[str]:
+        cmd: list[str] = []
+        tops = sorted({t for t in (_locked_top(p) for p in self.expose) if t})
+        for top in tops:  # a fresh, searchable tmpfs over the locked dir (/root)...
+            cmd += ["--perms", "0755", "--tmpfs", top]
+        for path in sorted(set(self.expose)):
+            top = next((t for t in tops if path.startswith(t + "/")), None)
+            if top:  # ...searchable dirs down to the runtime, and the runtime read-only
+                cmd += _searchable_parents(path, top)
+            cmd += ["--ro-bind", path, path]
+        cmd += ["--unshare-pid", "--unshare-ipc", "--unshare-uts", "--unshare-cgroup-try"]
+        if not share_net:
+            cmd.append("--unshare-net")
+        gid = self.gid if self.gid is not None else self.uid
+        shim = [sys.executable, "-I", "-S", "-c", _DROP, str(self.uid), str(gid)]
+        return cmd + ["--die-with-parent", "--new-session", "--chdir", str(cwd), "--",
+                      *shim, *argv]
 
     def give(self, path: str | os.PathLike[str]) -> None:
         """Hand a fresh work dir to the submission's uid (it must write there, the runner not)."""
@@ -234,6 +270,46 @@ class Sandbox:
         remove_tree(Path(path))
 
 
+#: Runs inside a root-started sandbox, after the mounts: the job's uid, no groups, and
+#: no_new_privs (no setuid binary can give anything back), then the command itself.
+_DROP = (
+    "import ctypes, os, sys\n"
+    "u, g = int(sys.argv[1]), int(sys.argv[2])\n"
+    "os.setgroups([]); os.setresgid(g, g, g); os.setresuid(u, u, u)\n"
+    "assert ctypes.CDLL(None).prctl(38, 1, 0, 0, 0) == 0\n"  # PR_SET_NO_NEW_PRIVS
+    "os.execvp(sys.argv[3], sys.argv[3:])\n"
+)
+
+
+def _searchable_parents(path: str, top: str) -> list[str]:
+    """bubblewrap arguments that make the dirs strictly between ``top`` and ``path`` 0755."""
+    if not path.startswith(top.rstrip("/") + "/"):
+        return []
+    chain = []
+    parent = os.path.dirname(path)
+    while parent != top and len(parent) > len(top):
+        chain.append(parent)
+        parent = os.path.dirname(parent)
+    out: list[str] = []
+    for d in reversed(chain):
+        out += ["--perms", "0755", "--dir", d]
+    return out
+
+
+def _locked_top(path: str) -> str | None:
+    """The top-most dir on the way to ``path`` that other uids cannot enter (/root, 0700)."""
+    p = "/"
+    for part in Path(os.path.realpath(path)).parts[1:]:
+        p = os.path.join(p, part)
+        try:
+            st = os.stat(p)
+        except OSError:
+            return None
+        if stat.S_ISDIR(st.st_mode) and not st.st_mode & stat.S_IXOTH:
+            return p
+    return None
+
+
 def reachable_by_others(paths: Sequence[str]) -> bool:
     """Every path (and each of its parent dirs) can be searched and read by any user: another
     uid can run this interpreter and import this package (an interpreter under a 0700 /root,
@@ -279,7 +355,7 @@ def from_env(env: Mapping[str, str], *, hidden: Sequence[str] = ()) -> Sandbox:
     uid: int | None = None
     gid: int | None = None
     raw = (env.get(ENV_UID) or "").strip()
-    if raw and can_change_uid() and reachable_by_others(_runtime_paths()):
+    if raw and can_change_uid():
         try:
             uid = int(raw)
             gid = int((env.get(ENV_GID) or raw).strip())
@@ -287,11 +363,20 @@ def from_env(env: Mapping[str, str], *, hidden: Sequence[str] = ()) -> Sandbox:
             uid = gid = None
         if uid == 0 or uid == os.getuid():
             uid = gid = None  # never "separate" the submission into the runner's own uid
+    namespaces = (env.get(ENV_NAMESPACES) or "1").strip() != "0"
+    path = bwrap_path() if namespaces else None
+    if uid is not None and not reachable_by_others(_runtime_paths()):
+        # the uid cannot run this interpreter where it lives: root starts bubblewrap, binds the
+        # runtime in and the uid is taken inside; without bubblewrap there is no uid of its own
+        if path and os.geteuid() == 0 and bwrap_works(path):
+            exposed = tuple(sorted({os.path.realpath(p) for p in _runtime_paths()
+                                    if not reachable_by_others([p])}))
+            return Sandbox(mode="uid+ns", uid=uid, gid=gid, bwrap=path, hidden=tuple(hidden),
+                           drop_inside=True, expose=exposed)
+        uid = gid = None
     bwrap = None
-    if (env.get(ENV_NAMESPACES) or "1").strip() != "0":
-        path = bwrap_path()
-        if path and bwrap_works(path, uid, gid):
-            bwrap = path
+    if path and bwrap_works(path, uid, gid):
+        bwrap = path
     if uid is not None:
         mode: Mode = "uid+ns" if bwrap else "uid"
     else:

@@ -375,6 +375,7 @@ def test_result_forged_by_a_submission_that_kills_the_runner_is_refused(tmp_path
     assert not result.passed
     if result.kitebench.isolation.get("sandbox", {}).get("mode") in ("ns", "uid+ns"):
         # its own pid namespace: the runner is not even there to be found or killed
-        assert "StopIteration" in result.error or "No such file" in result.error
+        assert any(why in result.error
+                   for why in ("StopIteration", "No such file", "Permission denied"))
     else:
         assert result.success is False and "runner" in result.error
