@@ -116,7 +116,8 @@ def test_slower_solution_passes_and_ranks_below(runner_env) -> None:
     assert fast.result.kitebench.passed and slow.result.kitebench.passed
     f = float(_bench(fast, "benchmark")["benchmark.0.median"])
     s = float(_bench(slow, "benchmark")["benchmark.0.median"])
-    assert s > 1.8 * f, (f, s)
+    # three adds against one (plus an allocation each): clearly slower, by less than 3x
+    assert s > 1.4 * f, (f, s)
     assert slow.result.kitebench.score > fast.result.kitebench.score
 
 
