@@ -8,12 +8,12 @@ harness that imports the submission, nvcc on submitted sources, a vLLM fork's in
 
 Modes, strongest first:
 
-``uid+ns``  the runner can change uid (CAP_SETUID/SETGID/KILL: the container, started as root
-            with only those capabilities and CHOWN; or process isolation as root) AND bubblewrap
-            works: the submission runs as an unprivileged uid of its own inside new pid, mount,
-            ipc, uts and (optionally) net namespaces.
-``uid``     the uid change alone (inside a container, whose seccomp profile refuses new
-            namespaces). The submission cannot signal, ``prlimit``, ptrace or write anything of
+``uid+ns``  process isolation as root with bubblewrap: the submission runs as an unprivileged
+            uid of its own inside new pid, mount, ipc, uts and (optionally) net namespaces.
+            Where other uids cannot reach the interpreter (under a 0700 /root), root starts
+            bubblewrap and the uid is taken inside, after the runtime is bound in.
+``uid``     the uid change alone: the container (started as root with only CHOWN, SETUID,
+            SETGID and KILL; its seccomp profile refuses new namespaces). The submission cannot signal, ``prlimit``, ptrace or write anything of
             the runner's; after each run every process of its uid is killed, then checked gone.
 ``ns``      bubblewrap as a normal user (unprivileged user namespaces): the same uid, but the
             submission sees none of the runner's processes (pid namespace: nothing to signal or
