@@ -34,7 +34,7 @@ import stat
 import subprocess
 import sys
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -245,24 +245,16 @@ class Sandbox:
         whose other threads still run count as alive), reaping those that were our children
         except ``protect`` (a Popen child, which Popen reaps). (killed, survivors). Without a uid
         of its own there is nothing to find by uid: (0, [])."""
-        if self.uid is None or self.uid == os.getuid():
+        uid = self.uid
+        if uid is None or uid == os.getuid():
             return 0, []
-        killed: set[int] = set()
-        end = time.monotonic() + deadline_s
-        delay = 0.001
-        while True:
-            live = [pid for pid in _pids_of_uid(self.uid) if _alive(pid)]
-            for pid in live:
-                with contextlib.suppress(ProcessLookupError, PermissionError):
-                    os.kill(pid, signal.SIGKILL)
-                killed.add(pid)
-            _reap_zombies(self.uid, protect)
-            if not live:
-                return len(killed), []
-            if time.monotonic() > end:
-                return len(killed), live
-            time.sleep(delay)
-            delay = min(delay * 2, 0.05)
+
+        def sweep() -> list[int]:
+            live = [pid for pid in _pids_of_uid(uid) if _alive(pid)]
+            _reap_zombies(uid, protect)
+            return live
+
+        return kill_until_gone(sweep, deadline_s)
 
     def remove_tree(self, path: str | os.PathLike[str]) -> None:
         """Remove a work dir the submission owned and may have locked (chmod 000, read-only
@@ -425,6 +417,28 @@ def _alive(pid: int) -> bool:
         if state not in (b"Z", b"X"):
             return True
     return False
+
+
+def kill_until_gone(
+    sweep: Callable[[], list[int]], deadline_s: float = KILL_DEADLINE_S
+) -> tuple[int, list[int]]:
+    """SIGKILL what ``sweep`` finds alive (it also reaps what it may) until it finds nothing or
+    the deadline passes: (number killed, pids still alive at the deadline)."""
+    killed: set[int] = set()
+    end = time.monotonic() + deadline_s
+    delay = 0.001
+    while True:
+        live = sweep()
+        for pid in live:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(pid, signal.SIGKILL)
+            killed.add(pid)
+        if not live:
+            return len(killed), []
+        if time.monotonic() > end:
+            return len(killed), live
+        time.sleep(delay)
+        delay = min(delay * 2, 0.05)
 
 
 def _reap_zombies(uid: int, protect: int | None) -> None:

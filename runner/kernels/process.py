@@ -21,7 +21,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from runner.kernels.capture import DEFAULT_OUTPUT_CAP, HeadBuffer, PipeReader, TailBuffer
-from runner.sandbox import Sandbox, _alive
+from runner.sandbox import Sandbox, _alive, kill_until_gone
 
 #: Bytes of POPCORN_FD protocol output kept per run (the harness's lines, not the logs).
 POPCORN_CAP = 4 * 1024 * 1024
@@ -107,28 +107,18 @@ def kill_descendants(
     alive; reap re-parented zombies except ``protect`` (the Popen child, which Popen reaps).
     Returns (number of processes killed, pids still alive at the deadline)."""
     me = os.getpid()
-    killed: set[int] = set()
-    end = time.monotonic() + deadline_s
-    delay = 0.002
-    while True:
+
+    def sweep() -> list[int]:
         procs = _scan()
         tree = _descendants(me, procs, keep)
-        # a leader that called the exit syscall shows Z while its other threads run on
-        live = [p for p in tree if procs[p][1] not in ("Z", "X") or _alive(p)]
-        for pid in live:
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.kill(pid, signal.SIGKILL)
-            killed.add(pid)
         for pid in tree:  # orphans re-parented to us: reap them so no zombie is left behind
             if procs[pid][0] == me and pid != protect and procs[pid][1] in ("Z", "X"):
                 with contextlib.suppress(ChildProcessError, OSError):
                     os.waitpid(pid, os.WNOHANG)
-        if not live:
-            return len(killed), []
-        if time.monotonic() > end:
-            return len(killed), live
-        time.sleep(delay)
-        delay = min(delay * 2, 0.05)
+        # a leader that called the exit syscall shows Z while its other threads run on
+        return [p for p in tree if procs[p][1] not in ("Z", "X") or _alive(p)]
+
+    return kill_until_gone(sweep, deadline_s)
 
 
 @contextlib.contextmanager
