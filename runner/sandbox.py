@@ -46,6 +46,10 @@ ENV_UID = "KITEBENCH_SANDBOX_UID"
 ENV_GID = "KITEBENCH_SANDBOX_GID"
 #: ``0`` turns the namespace layer off (the container: docker's seccomp profile refuses it anyway).
 ENV_NAMESPACES = "KITEBENCH_SANDBOX_NAMESPACES"
+#: Size of the private /tmp and /dev/shm of a namespace sandbox (RAM: bounded; 4 GiB, like the
+#: container's tmpfs).
+ENV_TMPFS = "KITEBENCH_SANDBOX_TMPFS_BYTES"
+DEFAULT_TMPFS_BYTES = 4 << 30
 #: How long :meth:`Sandbox.kill_all` keeps killing before it reports survivors.
 KILL_DEADLINE_S = 10.0
 #: The uid a root-started sandbox takes inside its user namespace when it has no uid of its own.
@@ -116,6 +120,8 @@ class Sandbox:
     drop_inside: bool = False
     #: With ``drop_inside``: the runtime paths to bind in (those other uids cannot reach).
     expose: tuple[str, ...] = field(default=())
+    #: Bytes of the private /tmp and /dev/shm (each).
+    tmpfs_bytes: int = DEFAULT_TMPFS_BYTES
 
     # -- facts -----------------------------------------------------------------------------
 
@@ -168,8 +174,9 @@ class Sandbox:
         live under /tmp (a checkout there, say)."""
         if self.bwrap is None:
             return list(argv)
+        size = str(self.tmpfs_bytes)
         cmd = [self.bwrap, "--ro-bind", "/", "/", "--dev", "/dev", "--proc", "/proc",
-               "--tmpfs", "/tmp", "--tmpfs", "/dev/shm"]
+               "--size", size, "--tmpfs", "/tmp", "--size", size, "--tmpfs", "/dev/shm"]
         for path in self.hidden:
             if os.path.isdir(path):
                 cmd += ["--tmpfs", str(path)]
@@ -357,6 +364,11 @@ def from_env(env: Mapping[str, str], *, hidden: Sequence[str] = ()) -> Sandbox:
             uid = gid = None  # never "separate" the submission into the runner's own uid
     namespaces = (env.get(ENV_NAMESPACES) or "1").strip() != "0"
     path = bwrap_path() if namespaces else None
+    try:
+        tmpfs = int((env.get(ENV_TMPFS) or "").strip() or DEFAULT_TMPFS_BYTES)
+    except ValueError:
+        tmpfs = DEFAULT_TMPFS_BYTES
+    tmpfs = max(tmpfs, 1 << 20)
     if uid is not None and not reachable_by_others(_runtime_paths()):
         # the uid cannot run this interpreter where it lives: root starts bubblewrap, binds the
         # runtime in and the uid is taken inside; without bubblewrap there is no uid of its own
@@ -364,7 +376,7 @@ def from_env(env: Mapping[str, str], *, hidden: Sequence[str] = ()) -> Sandbox:
             exposed = tuple(sorted({os.path.realpath(p) for p in _runtime_paths()
                                     if not reachable_by_others([p])}))
             return Sandbox(mode="uid+ns", uid=uid, gid=gid, bwrap=path, hidden=tuple(hidden),
-                           drop_inside=True, expose=exposed)
+                           drop_inside=True, expose=exposed, tmpfs_bytes=tmpfs)
         uid = gid = None
     bwrap = None
     if path and bwrap_works(path, uid, gid):
@@ -373,7 +385,8 @@ def from_env(env: Mapping[str, str], *, hidden: Sequence[str] = ()) -> Sandbox:
         mode: Mode = "uid+ns" if bwrap else "uid"
     else:
         mode = "ns" if bwrap else "none"
-    return Sandbox(mode=mode, uid=uid, gid=gid, bwrap=bwrap, hidden=tuple(hidden))
+    return Sandbox(mode=mode, uid=uid, gid=gid, bwrap=bwrap, hidden=tuple(hidden),
+                   tmpfs_bytes=tmpfs)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -113,7 +113,7 @@ def test_namespace_sandbox_sees_no_runner_and_writes_only_its_work_dir(tmp_path:
     secret = tmp_path / "out"
     secret.mkdir()
     (secret / "result.json").write_text("{}")
-    sb = sandbox.Sandbox(mode="ns", bwrap=_bwrap(), hidden=(str(secret),))
+    sb = sandbox.Sandbox(mode="ns", bwrap=_bwrap(), hidden=(str(secret),), tmpfs_bytes=1 << 20)
     escape = f"/var/tmp/kb-sandbox-escape-{os.getpid()}"  # not under its private /tmp
     probe = textwrap.dedent(f"""
         import os
@@ -127,6 +127,11 @@ def test_namespace_sandbox_sees_no_runner_and_writes_only_its_work_dir(tmp_path:
             except OSError as e:
                 print("refused", e.errno)
         open("inside", "w").write("ok")
+        try:  # its private /tmp is a bounded tmpfs: RAM it cannot exhaust
+            open("/tmp/fill", "wb").write(b"x" * (2 << 20))
+            print("filled")
+        except OSError as e:
+            print("full", e.errno)
         os.kill(os.getppid(), 0)
         print("parent", os.getppid())
     """)
@@ -138,4 +143,5 @@ def test_namespace_sandbox_sees_no_runner_and_writes_only_its_work_dir(tmp_path:
     assert lines[1] == "hidden []"
     assert lines[2].startswith("refused") and lines[3].startswith("refused")
     assert (work / "inside").read_text() == "ok"
+    assert lines[4] == "full 28"  # ENOSPC
     assert not Path("/etc/kb-sandbox-probe").exists() and not Path(escape).exists()
