@@ -67,10 +67,13 @@ def test_timing_cheat_gains_nothing(runner_env, name) -> None:
     res = _bench(run, "benchmark")
     assert res["benchmark.0.clock"] == "judge_perf_counter_ns"
     # the kernel really takes 4 ms a call: the judge's clock says so whatever it patched
-    assert float(res["benchmark.0.mean"]) >= 3.5e6
-    # calibrated before the submission was imported: its slowness is not subtracted
-    assert float(res["benchmark.0.overhead"]) < 3.5e6
-    assert float(res["benchmark.0.best"]) >= 3.5e6
+    assert float(res["benchmark.0.raw_mean"]) >= 3.5e6
+    # calibrated before the submission was imported: its slowness is not subtracted (on a
+    # loaded machine the subtracted overhead can reach a millisecond; a win would be µs)
+    overhead = float(res["benchmark.0.overhead"])
+    assert overhead < 3.5e6
+    assert float(res["benchmark.0.mean"]) + overhead >= 3.5e6
+    assert float(res["benchmark.0.best"]) >= 2e6
 
 
 def test_forged_exit_is_reported_as_the_worker_dying(runner_env) -> None:
