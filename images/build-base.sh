@@ -5,7 +5,7 @@
 #   images/build-base.sh [TAG]
 #
 # Environment:
-#   KITEBENCH_BASE_MIRROR   Debian mirror (default http://deb.debian.org/debian)
+#   KITEBENCH_BASE_MIRROR   Debian mirror (default: the first archive in this host's apt sources)
 #   KITEBENCH_BASE_SUITE    Debian suite (default bookworm)
 #   KITEBENCH_BASE_TARBALL  rootfs tarball cache: imported when it exists, written after a
 #                           debootstrap run otherwise (default: none, always debootstrap)
@@ -16,7 +16,18 @@ set -euo pipefail
 
 tag="${1:-kitebench-base:bookworm}"
 suite="${KITEBENCH_BASE_SUITE:-bookworm}"
-mirror="${KITEBENCH_BASE_MIRROR:-http://deb.debian.org/debian}"
+# The mirror this machine is configured with (deb822 .sources or one-line .list), not a
+# hard-coded public host; security archives are skipped.
+host_mirror() {
+    local f
+    for f in /etc/apt/sources.list.d/*.sources /etc/apt/sources.list /etc/apt/sources.list.d/*.list; do
+        [[ -r "$f" ]] || continue
+        awk '/^[[:space:]]*URIs:/ {for (i = 2; i <= NF; i++) print $i}
+             /^[[:space:]]*deb[[:space:]]/ {for (i = 2; i <= NF; i++) if ($i !~ /^\[/ && $i !~ /=/) {print $i; break}}' "$f"
+    done | grep -v -- '-security' | head -n 1
+}
+mirror="${KITEBENCH_BASE_MIRROR:-$(host_mirror)}"
+[[ -n "$mirror" ]] || { echo "build-base: no Debian mirror in this host's apt sources: set KITEBENCH_BASE_MIRROR" >&2; exit 1; }
 tarball="${KITEBENCH_BASE_TARBALL:-}"
 
 if [[ -n "$tarball" && -s "$tarball" ]]; then

@@ -28,7 +28,25 @@ ANSIBLE_DIR = REPO / "ansible"
 CACHE = Path(os.environ.get("KITEBENCH_CACHE", "/var/cache/kitebench")) / "vendor-test"
 ROOTFS_TAR = CACHE / "bookworm-ansible-host.tar"
 DEBOOTSTRAP_INCLUDE = "python3,python3-apt,systemd,ca-certificates"
-MIRROR = os.environ.get("KITEBENCH_DEBIAN_MIRROR", "http://deb.debian.org/debian")
+def _host_mirror() -> str:
+    """The first Debian archive in this machine's apt sources (no public host hard-coded)."""
+    sources = sorted(Path("/etc/apt/sources.list.d").glob("*.sources"))
+    lists = [Path("/etc/apt/sources.list"), *sorted(Path("/etc/apt/sources.list.d").glob("*.list"))]
+    found: list[str] = []
+    for f in sources:
+        for line in f.read_text(errors="replace").splitlines():
+            if line.strip().startswith("URIs:"):
+                found += line.split()[1:]
+    for f in lists:
+        if f.is_file():
+            for line in f.read_text(errors="replace").splitlines():
+                words = line.split()
+                if words[:1] == ["deb"]:
+                    found += [w for w in words[1:] if not w.startswith("[") and "=" not in w][:1]
+    return next((u for u in found if "-security" not in u), "")
+
+
+MIRROR = os.environ.get("KITEBENCH_DEBIAN_MIRROR") or _host_mirror()
 KIT_DEPS = [
     "pydantic>=2.6,<3",
     "click>=8.1",
@@ -60,6 +78,8 @@ def build_rootfs_tarball() -> Path:
     """The Debian host's root filesystem, built once with debootstrap and cached as a tarball."""
     if ROOTFS_TAR.is_file():
         return ROOTFS_TAR
+    if not MIRROR:
+        pytest.fail("no Debian mirror in this host's apt sources: set KITEBENCH_DEBIAN_MIRROR")
     CACHE.mkdir(parents=True, exist_ok=True)
     work = CACHE / "rootfs.build"
     shutil.rmtree(work, ignore_errors=True)
