@@ -92,6 +92,17 @@ def test_physical_floor_passes_real_times() -> None:
     assert check is not None and check.verdict == "pass"
 
 
+def test_physical_floor_reads_the_judges_raw_clock_only_from_the_judge() -> None:
+    # a tiny kernel whose calibrated overhead ate its whole time: the judge's raw clock decides
+    p = _payload(sources={"eval.py": STUB}, integrity={"bytes": "12 * size"})
+    res = {"benchmark.0.mean": "1.0", "benchmark.0.raw_mean": "5e6"}
+    judged = integrity.physical_floor(p, res, [{"size": 1 << 20}], judged=True)
+    assert judged is not None and judged.verdict == "pass"
+    # a foreign harness could write any raw_mean it likes: only its mean counts
+    foreign = integrity.physical_floor(p, res, [{"size": 1 << 20}])
+    assert foreign is not None and foreign.verdict == "fail"
+
+
 def test_secret_recheck_catches_seed_keyed_answers(runner_env) -> None:
     payload = py_payload(
         STUB, files={"reference.py": REFERENCE, "submission.py": SEED_KEYED},
