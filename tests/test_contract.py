@@ -236,3 +236,15 @@ def test_schema_command_prints_json_schema():
                              capture_output=True, text=True, check=True).stdout
         doc = json.loads(out)
         assert doc["$schema"].startswith("https://json-schema.org/")
+
+
+def test_modes_and_langs_are_named_once() -> None:
+    from typing import get_args
+
+    from contract import models
+    from runner.harness import protocol
+
+    assert models.MODES == get_args(models.Mode) and "private" in models.MODES
+    assert set(models.LANGS) == {get_args(m.model_fields["lang"].annotation)[0]
+                                 for m in (models.PyPayload, models.CuPayload, models.ModelPayload)}
+    assert set(protocol.MODES) == set(models.MODES) - {"private"}  # private runs as leaderboard
