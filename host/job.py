@@ -193,12 +193,9 @@ def _run(
         iso["container_exit_code"] = state.get("ExitCode")
         iso["oom_killed"] = bool(state.get("OOMKilled"))
         iso["timed_out"] = waited == "timeout"
-        iso["pids_limit_hits"] = pids.max_events
         logs = _logs(container)
         result = _collect(out, state, waited, budget, settings, pids.max_events, logs, key)
-        seen_by_runner = result.kitebench.details.get("pids_limit_hits")
-        if isinstance(seen_by_runner, int):
-            iso["pids_limit_hits"] = max(seen_by_runner, pids.max_events or 0)
+        iso["pids_limit_hits"] = _pids_hits(pids.max_events, result)
     except DockerException as e:
         raise _Failure(f"docker engine error during the job: {engine.short(e)}", HostExit.INFRA) from None
     finally:
@@ -269,6 +266,13 @@ def _logs(container: Any) -> str:
     return raw.decode("utf-8", "replace").strip()
 
 
+def _pids_hits(watched: int | None, result: FullResult) -> int | None:
+    """Forks the pids limit refused: the larger of the host's watch of the container's cgroup
+    and the runner's own reading of it (the watch can miss events of a short container)."""
+    seen = result.kitebench.details.get("pids_limit_hits")
+    return max(seen, watched or 0) if isinstance(seen, int) else watched
+
+
 def _collect(
     out: Path,
     state: Mapping[str, Any],
@@ -317,9 +321,7 @@ def _collect(
         info.passed = False
         if fallback:
             info.exit_code = int(RunnerExit.FAILED)
-    seen_by_runner = info.details.get("pids_limit_hits")
-    if isinstance(seen_by_runner, int) and seen_by_runner > (pids_hits or 0):
-        pids_hits = seen_by_runner
+    pids_hits = _pids_hits(pids_hits, result)
     if pids_hits:
         note = f"process limit reached (pids limit {settings.pids_limit}): {pids_hits} forks refused"
         info.warnings.append(note)
