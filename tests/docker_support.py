@@ -18,7 +18,7 @@ import zipfile
 from pathlib import Path
 from typing import Any
 
-from tests.conftest import REPO, missing_prereq
+from tests.common import REPO, missing_prereq
 
 BASE_IMAGE = "kitebench-base:bookworm"
 TEST_IMAGE = "kitebench-runner:test"

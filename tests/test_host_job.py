@@ -23,7 +23,7 @@ import pytest
 from contract import codec
 from contract.models import FullResult
 from host.container import LABEL_SLOT
-from tests.conftest import EXAMPLES, REPO
+from tests.common import EXAMPLES, REPO
 from tests.docker_support import docker_client, encoded, ensure_test_image, py_payload
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow]

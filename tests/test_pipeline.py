@@ -13,7 +13,7 @@ import yaml
 
 from host.job import HostExit
 from host.pipeline import upload_pipeline
-from tests.conftest import REPO, missing_prereq
+from tests.common import REPO, missing_prereq
 
 PIPELINE = REPO / "pipeline.yml"
 
