@@ -64,11 +64,9 @@ RUNNER_ENV_PREFIXES = (
 
 
 def _docker_backend() -> Any | None:
-    """``launcher.local_docker`` when it exists (written separately), else None."""
-    try:
-        from launcher import local_docker
-    except ImportError:
-        return None
+    """The docker isolation backend (a function, so tests can swap it; None: no backend)."""
+    from launcher import local_docker
+
     return local_docker
 
 
