@@ -14,11 +14,11 @@ import shutil
 import tempfile
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
-Status = Literal["PASS", "FAIL", "SKIP"]
+from host.checks import CheckResult, Status, counts
 
 #: The limits the limits check sets and expects to see inside.
 PROBE_MEMORY = 256 * 2**20
@@ -101,15 +101,6 @@ print("KITEBENCH-GPU " + json.dumps(out))
 
 
 @dataclass
-class CheckResult:
-    id: str
-    title: str
-    status: Status
-    reason: str
-    details: dict[str, Any] = field(default_factory=dict)
-
-
-@dataclass
 class Report:
     image: str
     gpu: str | None
@@ -120,11 +111,11 @@ class Report:
         return any(c.status == "FAIL" for c in self.checks)
 
     def counts(self) -> dict[str, int]:
-        return {s: sum(c.status == s for c in self.checks) for s in ("PASS", "FAIL", "SKIP")}
+        return counts(self.checks)
 
     def to_dict(self) -> dict[str, Any]:
         return {"image": self.image, "gpu": self.gpu, "ok": not self.failed,
-                "counts": self.counts(), "checks": [asdict(c) for c in self.checks]}
+                "counts": self.counts(), "checks": [c.as_dict() for c in self.checks]}
 
 
 #: (id, title, what it proves) in the order they run: the plan printed before any runs.
@@ -247,8 +238,8 @@ def validate_image(
     report = Report(image=image, gpu=gpu)
     titles = {cid: title for cid, title, _ in PLAN}
 
-    def add(cid: str, status: Status, reason: str, **details: Any) -> None:
-        r = CheckResult(cid, titles[cid], status, reason, details)
+    def add(cid: str, status: str, reason: str, **details: Any) -> None:
+        r = CheckResult(cid, Status(status), reason, details, title=titles[cid])
         report.checks.append(r)
         if on_result is not None:
             on_result(r)
@@ -471,7 +462,7 @@ def format_table(report: Report) -> str:
     width = max(len(c.title) for c in report.checks) if report.checks else 10
     lines = ["Results:", f"  {'CHECK':<{width}}  STATUS  REASON"]
     for c in report.checks:
-        lines.append(f"  {c.title:<{width}}  {c.status:<6}  {c.reason}")
+        lines.append(f"  {c.title:<{width}}  {c.status:<6}  {c.detail}")
     n = report.counts()
     verdict = "FIT to go live" if not report.failed else "NOT fit to go live"
     lines.append(f"{n['PASS']} passed, {n['FAIL']} failed, {n['SKIP']} skipped: {report.image} is {verdict}")
