@@ -61,13 +61,13 @@ def build_payload_for(opts: SubmitOptions) -> Any:
         from launcher.model_task import build_model_payload
 
         return build_model_payload(
-            opts.task_dir, opts.archive, mode=opts.mode, archive_url=opts.extra.get("archive_url")
+            task, opts.archive, mode=opts.mode, archive_url=opts.extra.get("archive_url")
         )
     if opts.archive is not None:
         raise UsageError(
             f"task {opts.task_dir} is a {task.lang} task: --archive is for model tasks"
         )
-    return build_payload(opts.task_dir, opts.submission, mode=opts.mode, arch=opts.arch)
+    return build_payload(task, opts.submission, mode=opts.mode, arch=opts.arch)
 
 
 def submit_options(opts: SubmitOptions, *, on_status: StatusCallback | None = None) -> FullResult:

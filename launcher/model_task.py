@@ -31,7 +31,7 @@ from typing import Any, Protocol
 from contract import codec
 from contract.models import MODES, ModelPayload
 from launcher.errors import InfraError, TaskError, UsageError
-from launcher.task import load_task
+from launcher.task import Task, load_task
 
 ARCHIVE_SUFFIXES = (".tar.gz", ".tgz", ".tar", ".zip")
 
@@ -117,7 +117,7 @@ def _sha256(path: Path) -> str:
     return h.hexdigest()
 
 
-def model_config_of(task_dir: str | Path) -> tuple[dict[str, Any], dict[str, Any]]:
+def model_config_of(task_dir: str | Path | Task) -> tuple[dict[str, Any], dict[str, Any]]:
     """``(model_config, common keys)`` of a model task dir, the held-out text loaded."""
     task = load_task(task_dir)
     yml = task.path / "task.yml"
@@ -140,7 +140,7 @@ def model_config_of(task_dir: str | Path) -> tuple[dict[str, Any], dict[str, Any
 
 
 def build_model_payload(
-    task_dir: str | Path,
+    task_dir: str | Path | Task,
     archive: str | Path,
     *,
     mode: str = "test",
@@ -162,21 +162,22 @@ def build_model_payload(
         raise UsageError(f"archive {path} not found")
     if not path.name.endswith(ARCHIVE_SUFFIXES):
         raise UsageError(f"archive {path} must be a {', '.join(ARCHIVE_SUFFIXES)} file")
-    cfg, common = model_config_of(task_dir)
+    task = load_task(task_dir)
+    cfg, common = model_config_of(task)
     digest = _sha256(path)
     base: dict[str, Any] = {"lang": "model", "mode": mode, **common, "model_config": cfg}
     base.update(overrides or {})
 
     if local_path:
         data = {**base, "archive_path": str(path.resolve()), "archive_sha256": digest}
-        return _validate(data, task_dir)
+        return _validate(data, task.path)
     if archive_url is not None:
         if not archive_url.startswith(("https://", "http://")):
             raise UsageError(f"--archive-url must be an http(s) URL, got {archive_url!r}")
-        return _validate({**base, "archive_url": archive_url, "archive_sha256": digest}, task_dir)
+        return _validate({**base, "archive_url": archive_url, "archive_sha256": digest}, task.path)
 
     inline = base64.b64encode(path.read_bytes()).decode("ascii")
-    payload = _validate({**base, "submission_archive": inline}, task_dir)
+    payload = _validate({**base, "submission_archive": inline}, task.path)
     try:
         codec.encode(payload)
         return payload
@@ -189,7 +190,7 @@ def build_model_payload(
                 "(KITEBENCH_ARCHIVE_BUCKET), or use the local backend"
             ) from None
     url = store.upload(path, digest)
-    return _validate({**base, "archive_url": url, "archive_sha256": digest}, task_dir)
+    return _validate({**base, "archive_url": url, "archive_sha256": digest}, task.path)
 
 
 def _validate(data: dict[str, Any], task_dir: str | Path) -> ModelPayload:

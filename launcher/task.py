@@ -53,8 +53,11 @@ class Task:
         return next((n for n, t in self.files.items() if t == SUBMISSION_MARK), None)
 
 
-def load_task(task_dir: str | Path) -> Task:
-    """Read ``task_dir/task.yml`` (or a path to the yml itself)."""
+def load_task(task_dir: str | Path | Task) -> Task:
+    """Read ``task_dir/task.yml`` (or a path to the yml itself); a loaded Task is returned as
+    it is, so a caller that has one never reads the files twice."""
+    if isinstance(task_dir, Task):
+        return task_dir
     path = Path(task_dir)
     yml = path / "task.yml" if path.is_dir() else path
     if not yml.is_file():
@@ -160,7 +163,7 @@ def build_config(
 
 
 def build_payload(
-    task_dir: str | Path,
+    task_dir: str | Path | Task,
     submission_file: str | Path | None,
     *,
     mode: str = "test",
