@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -40,3 +41,9 @@ def runner_env(tmp_path: Path) -> dict[str, str]:
 
 
 PYTHON = sys.executable
+
+# `kitebench submit` records every attempt in the results store: the suite's go to a throwaway
+# SQLite file, never into the user's own store.
+os.environ.setdefault(
+    "KITEBENCH_STORE", f"sqlite:///{tempfile.mkdtemp(prefix='kitebench-test-store-')}/store.db"
+)

@@ -76,26 +76,43 @@ class Campaign:
     states: list[CellState] = field(default_factory=list)
 
     def __post_init__(self) -> None:
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()
         self._stop = threading.Event()
+        self._todo: list[tuple[CellState, int | None]] | None = None
+        self._launchers: dict[str, Any] = {}
 
     # -- public ----------------------------------------------------------------------------
 
     def run(self) -> list[CellState]:
-        todo = self._prepare()
+        todo = self.prepare()
         try:
-            if todo:
-                with ThreadPoolExecutor(max_workers=max(1, self.parallel),
+            fresh = [st for st, number in todo if number is None]
+            batched = self.backend != "local" and all(
+                hasattr(self._launcher(st.cell), "submit_many") for st in fresh)
+            jobs: list[Callable[[], None]] = [
+                (lambda st=st, n=n: self._run_cell(st, n))
+                for st, n in todo if n is not None or not batched]
+            if batched:  # every fresh cell in flight at once, one batched waiter per GPU
+                groups: dict[str, list[CellState]] = {}
+                for st in fresh:
+                    groups.setdefault(st.cell.gpu, []).append(st)
+                jobs += [(lambda g=g: self._run_batch(g)) for g in groups.values()]
+            workers = len(jobs) if batched else self.parallel
+            if len(jobs) == 1:
+                jobs[0]()  # in this thread: Ctrl-C reaches the launcher (it cancels its builds)
+            elif jobs:
+                with ThreadPoolExecutor(max_workers=max(1, workers),
                                         thread_name_prefix="kb-cell") as pool:
-                    futures = [pool.submit(self._run_cell, st, reattach)
-                               for st, reattach in todo]
+                    futures = [pool.submit(job) for job in jobs]
                     for f in futures:
                         while not f.done():  # a short wait keeps Ctrl-C responsive
                             time.sleep(0.1)
+                        f.result()
         except BaseException:
             self._stop.set()
             self._abandon()
             raise
+        assert self.run_id is not None
         self.store.update_run(self.run_id, status=self.overall(), finished_at=now())
         return self.states
 
@@ -117,8 +134,11 @@ class Campaign:
 
     # -- setup -----------------------------------------------------------------------------
 
-    def _prepare(self) -> list[tuple[CellState, int | None]]:
-        """The states of every cell, and the cells to run (with a build number to re-attach)."""
+    def prepare(self) -> list[tuple[CellState, int | None]]:
+        """The states of every cell (written to the store), and the cells to run, each with the
+        build number to re-attach to, if any. Sets ``run_id`` for a new run."""
+        if self._todo is not None:
+            return self._todo
         todo: list[tuple[CellState, int | None]] = []
         if self.run_id is None:
             self.run_id = self.store.create_run(name=self.name, kind="matrix",
@@ -158,6 +178,7 @@ class Campaign:
                 st = CellState(cell, self.store.add_attempt(**self._row(cell)))
                 todo.append((st, None))
             self.states.append(st)
+        self._todo = todo
         return todo
 
     def _row(self, cell: Cell) -> dict[str, Any]:
@@ -172,7 +193,16 @@ class Campaign:
             if st.status == "running" and not st.build_url:
                 self._set(st, status="partial", failure_stage="interrupted", error=ABANDONED,
                           exit_code=3, finished_at=now())
-        self.store.update_run(self.run_id, status="partial", finished_at=now())
+        if self.run_id is not None:
+            self.store.update_run(self.run_id, status="partial", finished_at=now())
+
+    def _launcher(self, cell: Cell) -> Any:
+        """One launcher per GPU (a Buildkite launcher is a queue), built on first use."""
+        with self._lock:
+            if cell.gpu not in self._launchers:
+                self._launchers[cell.gpu] = self.launcher_for(cell) if self.launcher_for \
+                    else make_launcher(self._options(cell))
+            return self._launchers[cell.gpu]
 
     # -- one cell --------------------------------------------------------------------------
 
@@ -182,8 +212,7 @@ class Campaign:
         cell = st.cell
         st.started = time.monotonic()
         try:
-            launcher = self.launcher_for(cell) if self.launcher_for else \
-                make_launcher(self._options(cell))
+            launcher = self._launcher(cell)
             self._set(st, status="running", started_at=now(),
                       queue=getattr(launcher, "queue", None))
             on_status = self._status_cb(st)
@@ -202,6 +231,44 @@ class Campaign:
             self._finish(st, status="failed", failure_stage="internal",
                          error=f"{type(e).__name__}: {e}", exit_code=3)
         else:
+            self._finish_result(st, result)
+
+    def _run_batch(self, group: list[CellState]) -> None:
+        """Cells of one GPU through ``submit_many`` (one batched waiter for all their builds)."""
+        launcher = self._launcher(group[0].cell)
+        ready: list[tuple[CellState, Any]] = []
+        for st in group:
+            st.started = time.monotonic()
+            try:
+                ready.append((st, payload_for(st.cell, self.backend, self.extra)))
+            except UsageError as e:
+                self._finish(st, status="failed", failure_stage="validate", error=e.message,
+                             exit_code=1)
+        if not ready or self._stop.is_set():
+            return
+        for st, _ in ready:
+            self._set(st, status="running", started_at=now(),
+                      queue=getattr(launcher, "queue", None))
+        callbacks = [self._status_cb(st) for st, _ in ready]
+
+        def on_status(ev: StatusEvent) -> None:
+            # the launcher's items say which submission a build number belongs to
+            if ev.build_number is None:
+                return
+            for it in list(getattr(launcher, "last_items", [])):
+                if it.number == ev.build_number and it.index < len(callbacks):
+                    callbacks[it.index](ev)
+                    return
+
+        try:
+            results = launcher.submit_many([p for _, p in ready], on_status=on_status,
+                                           timeout_s=self.timeout_s)
+        except KitebenchError as e:
+            for st, _ in ready:
+                self._finish(st, status="failed", failure_stage=INFRA_STAGE, error=e.message,
+                             exit_code=3)
+            return
+        for (st, _), result in zip(ready, results, strict=True):
             self._finish_result(st, result)
 
     def _options(self, cell: Cell) -> SubmitOptions:

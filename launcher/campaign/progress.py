@@ -23,7 +23,7 @@ def cell_table(states: list[CellState], *, title: str = "") -> Table:
     t = Table(title=title or None, show_lines=False)
     for col in ("task", "submission", "gpu", "mode", "variant", "status", "score"):
         t.add_column(col, no_wrap=True)
-    t.add_column("detail", overflow="ellipsis", no_wrap=True, max_width=90)
+    t.add_column("detail", overflow="ellipsis", no_wrap=True, max_width=60)
     for st in states:
         c = st.cell
         detail = ""

@@ -74,10 +74,12 @@ def run(file: Path, backend: str | None, parallel: int | None, store_url: str | 
                         parallel=parallel or (32 if backend == "buildkite" else 1),
                         run_id=resume, matrix_json=m.model_dump_json(by_alias=True),
                         extra={"isolation": isolation}, timeout_s=timeout_s)
+    todo = campaign.prepare()  # the plan is in the store before anything is submitted
     progress = Progress(campaign.states, quiet=quiet)
     campaign.on_change = progress
-    click.echo(f"run {resume or '(new)'}: {len(cells)} cells on the {backend} backend, "
-               f"store {store.url}", err=True)
+    click.echo(f"run {campaign.run_id}: {len(cells)} cells, {len(todo)} to run on the "
+               f"{backend} backend, store {store.url} (resume: --resume {campaign.run_id})",
+               err=True)
     with progress:
         states = campaign.run()
     if as_json:

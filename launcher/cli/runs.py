@@ -38,7 +38,7 @@ def runs(ctx: click.Context, run_id: str | None, task: str | None, status: str |
     for col in ("id", "run", "task", "submission", "gpu", "backend", "mode", "status", "score",
                 ):
         t.add_column(col, no_wrap=True)
-    t.add_column("stage / error", overflow="ellipsis", no_wrap=True, max_width=90)
+    t.add_column("stage / error", overflow="ellipsis", no_wrap=True, max_width=60)
     for r in rows:
         err = f"{r['failure_stage']}: {' '.join((r['error'] or '').split())[:200]}" \
             if r["failure_stage"] else ""
@@ -54,7 +54,8 @@ def runs(ctx: click.Context, run_id: str | None, task: str | None, status: str |
 @click.argument("run_b")
 @click.option("--tolerance", type=click.FloatRange(min=0), default=0.05, show_default=True,
               help="Largest accepted |score_b / score_a - 1| per cell.")
-@_STORE
+# no envvar here: `runs --store URL compare` (the group's option, env included) must win over it
+@click.option("--store", "store_url", help="Results store URL (as for `kitebench runs`).")
 @click.option("--json", "as_json", is_flag=True, help="Print the per-cell comparison as JSON.")
 @click.pass_obj
 def compare(obj: dict[str, str | None] | None, run_a: str, run_b: str, tolerance: float,
