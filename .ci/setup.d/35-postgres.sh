@@ -12,7 +12,8 @@ fi
 id postgres >/dev/null 2>&1 || useradd --system --home-dir /nonexistent --shell /usr/sbin/nologin postgres
 _kb_pg_dir="$(mktemp -d /tmp/kitebench-pg.XXXXXX)"
 chown postgres "$_kb_pg_dir"
-_kb_pg_port="${KITEBENCH_TEST_PG_PORT:-55432}"
+# a free port (another PostgreSQL may already listen on 5432 here)
+_kb_pg_port="${KITEBENCH_TEST_PG_PORT:-$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')}"
 _kb_pg_as() { runuser -u postgres -- "$@"; }
 _kb_pg_as "$_kb_pg_bin/initdb" -D "$_kb_pg_dir/data" -U postgres --auth=trust -E UTF8 >/dev/null
 _kb_pg_as "$_kb_pg_bin/pg_ctl" -D "$_kb_pg_dir/data" -l "$_kb_pg_dir/log" -w -t 60 \

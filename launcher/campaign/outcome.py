@@ -31,8 +31,8 @@ def exit_class(result: FullResult) -> int:
 def status_of(result: FullResult) -> Status:
     if result.passed:
         return "success"
-    if result.kitebench.interrupted:
-        return "partial"
+    if result.kitebench.interrupted or result.kitebench.stage == "interrupted":
+        return "partial"  # a cancel, a timeout, a signal: what finished is all there is
     return "failed"
 
 
