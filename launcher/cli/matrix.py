@@ -90,3 +90,18 @@ def run(file: Path, backend: str | None, parallel: int | None, store_url: str | 
     click.echo(f"run {campaign.run_id}: {summary_line(states)}", err=True)
     store.close()
     return campaign.exit_code()
+
+
+@matrix.command()
+@click.argument("run_id")
+@click.option("--html", "html_file", required=True, type=click.Path(dir_okay=False),
+              help="Write the self-contained HTML page here.")
+@_STORE
+def report(run_id: str, html_file: str, store_url: str | None) -> None:
+    """Write RUN_ID as one HTML page: pass/fail grid, score charts, failures."""
+    from launcher.campaign.html_report import write_report
+    from launcher.campaign.store import Store
+
+    with Store.open(store_url) as store:
+        n = write_report(store, run_id, html_file)
+    click.echo(f"{html_file}: run {run_id}, {n} cells", err=True)
