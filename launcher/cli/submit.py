@@ -201,10 +201,19 @@ def _record(opts: SubmitOptions, store_url: str | None) -> SubmitRecord | None:
     if opts.submission is None and opts.archive is None:
         return None  # the payload build reports the usage error
     try:
-        return SubmitRecord(Store.open(store_url), opts)
+        store = Store.open(store_url)
     except (InfraError, UsageError) as e:
         if isinstance(e, UsageError) and store_url:
             raise  # a bad --store URL is the user's to fix
+        click.echo(f"warning: not recorded in the results store: {e.message}", err=True)
+        return None
+    try:
+        return SubmitRecord(store, opts)
+    except (UsageError, OSError):
+        store.close()
+        return None  # a task or submission that cannot be read: the run says so, in one line
+    except InfraError as e:
+        store.close()
         click.echo(f"warning: not recorded in the results store: {e.message}", err=True)
         return None
 
