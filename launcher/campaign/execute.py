@@ -101,13 +101,17 @@ class Campaign:
             if len(jobs) == 1:
                 jobs[0]()  # in this thread: Ctrl-C reaches the launcher (it cancels its builds)
             elif jobs:
-                with ThreadPoolExecutor(max_workers=max(1, workers),
-                                        thread_name_prefix="kb-cell") as pool:
+                pool = ThreadPoolExecutor(max_workers=max(1, workers), thread_name_prefix="kb-cell")
+                try:
                     futures = [pool.submit(job) for job in jobs]
                     for f in futures:
                         while not f.done():  # a short wait keeps Ctrl-C responsive
                             time.sleep(0.1)
                         f.result()
+                finally:
+                    # Ctrl-C: cells not started stay pending; those in flight finish their run
+                    # but write nothing (they are partial now and rerun on resume)
+                    pool.shutdown(wait=False, cancel_futures=True)
         except BaseException:
             self._stop.set()
             self._abandon()

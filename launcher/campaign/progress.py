@@ -21,8 +21,10 @@ _STYLE = {"success": "green", "failed": "red", "partial": "yellow", "running": "
 
 def cell_table(states: list[CellState], *, title: str = "") -> Table:
     t = Table(title=title or None, show_lines=False)
-    for col in ("task", "submission", "gpu", "mode", "variant", "status", "score"):
+    for col in ("task", "submission", "gpu", "mode", "variant"):
         t.add_column(col, no_wrap=True)
+    t.add_column("status", no_wrap=True, min_width=7)
+    t.add_column("score", no_wrap=True)
     t.add_column("detail", overflow="ellipsis", no_wrap=True, max_width=60)
     for st in states:
         c = st.cell

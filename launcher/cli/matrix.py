@@ -45,19 +45,23 @@ def plan(file: Path, as_json: bool) -> None:
 @click.option("--backend", type=click.Choice(["local", "buildkite"]),
               help="Default: buildkite when BUILDKITE_API_TOKEN is set, else local.")
 @click.option("--parallel", "-j", type=click.IntRange(min=1),
-              help="Cells in flight at once (default: local 1, buildkite 32).")
+              help="Local backend: cells at once (default 1: timings on one machine "
+                   "interfere). Buildkite: every cell is in flight at once.")
 @_STORE
 @click.option("--resume", "resume", metavar="RUN_ID",
               help="Continue this run: terminal cells are kept, builds re-attached.")
 @click.option("--isolation", type=click.Choice(["auto", "docker", "process"]), default="auto",
               show_default=True, help="Local backend: Docker container or plain subprocess.")
+@click.option("--org", help="Buildkite organisation slug [env BUILDKITE_ORG].")
+@click.option("--pipeline", help="Buildkite pipeline slug [env BUILDKITE_PIPELINE].")
+@click.option("--api-url", help="API base URL [env BUILDKITE_API_URL].")
 @click.option("--timeout", "timeout_s", type=click.FloatRange(min=1),
               help="Time budget per cell in seconds (default: from the task's timeouts).")
 @click.option("--json", "as_json", is_flag=True, help='Print {"run_id", "cells"} as JSON.')
 @click.option("--quiet", "-q", is_flag=True, help="No live progress.")
 def run(file: Path, backend: str | None, parallel: int | None, store_url: str | None,
-        resume: str | None, isolation: str, timeout_s: float | None, as_json: bool,
-        quiet: bool) -> int:
+        resume: str | None, isolation: str, org: str | None, pipeline: str | None,
+        api_url: str | None, timeout_s: float | None, as_json: bool, quiet: bool) -> int:
     """Run every cell of FILE, record every attempt, print the pass/fail table."""
     from launcher.base import default_backend
     from launcher.campaign.execute import Campaign
@@ -71,9 +75,12 @@ def run(file: Path, backend: str | None, parallel: int | None, store_url: str | 
     backend = backend or default_backend()
     store = Store.open(store_url)
     campaign = Campaign(store=store, cells=cells, backend=backend, name=m.name,
-                        parallel=parallel or (32 if backend == "buildkite" else 1),
+                        parallel=parallel or 1,
                         run_id=resume, matrix_json=m.model_dump_json(by_alias=True),
-                        extra={"isolation": isolation}, timeout_s=timeout_s)
+                        extra={k: v for k, v in (("isolation", isolation), ("org", org),
+                                                 ("pipeline", pipeline), ("api_url", api_url))
+                               if v is not None},
+                        timeout_s=timeout_s)
     todo = campaign.prepare()  # the plan is in the store before anything is submitted
     progress = Progress(campaign.states, quiet=quiet)
     campaign.on_change = progress
