@@ -87,8 +87,16 @@ def run(file: Path, backend: str | None, parallel: int | None, store_url: str | 
     click.echo(f"run {campaign.run_id}: {len(cells)} cells, {len(todo)} to run on the "
                f"{backend} backend, store {store.url} (resume: --resume {campaign.run_id})",
                err=True)
-    with progress:
-        states = campaign.run()
+    try:
+        with progress:
+            states = campaign.run()
+    except KeyboardInterrupt:
+        flying = sum(1 for s in campaign.states if s.status == "partial" and s.finished is None)
+        click.echo(f"interrupted: resume with --resume {campaign.run_id}"
+                   + (f" ({flying} local cell(s) in flight end their current run first; "
+                      "Ctrl-C again leaves them)" if flying and backend == "local" else ""),
+                   err=True)
+        raise
     if as_json:
         click.echo(json.dumps({"run_id": campaign.run_id, "status": campaign.overall(),
                                "cells": [s.to_json() for s in states]}, indent=2))
