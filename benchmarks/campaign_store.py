@@ -23,14 +23,12 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
-sys.path.insert(0, str(REPO / "tests"))
-
-from taskdirs import write_py_task  # noqa: E402
 
 from launcher.campaign.matrix import parse_matrix  # noqa: E402
 from launcher.campaign.plan import plan  # noqa: E402
 from launcher.campaign.queries import leaderboard  # noqa: E402
 from launcher.campaign.store import Store  # noqa: E402
+from tests.taskdirs import write_py_task  # noqa: E402
 
 
 def bench_plan(tmp: Path) -> None:

@@ -31,6 +31,11 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
+from contract import codec
+from contract.budget import phases_s
+from contract.models import FullResult, RunnerExit
+from contract.resultio import MAX_RESULT_BYTES, RESULT_NAME, ResultFileError, parse_result
+from host.settings import DEFAULT_MARGIN_S
 from launcher.base import StatusCallback, StatusEvent, SubmitOptions
 from launcher.client import (
     BuildkiteClient,
@@ -40,11 +45,6 @@ from launcher.client import (
     is_terminal,
 )
 from launcher.errors import InfraError, KitebenchError, UsageError
-from runner import codec
-from runner.budget import phases_s
-from runner.contract import FullResult, RunnerExit
-from runner.host.settings import DEFAULT_MARGIN_S
-from runner.resultio import MAX_RESULT_BYTES, RESULT_NAME, ResultFileError, parse_result
 
 log = logging.getLogger("kitebench.buildkite")
 
@@ -56,7 +56,7 @@ LOG_TAIL_LINES = 50
 
 
 def budget_for(payload: Any) -> float:
-    """Seconds to wait for a payload's build: every phase limit (runner.budget), then the host's
+    """Seconds to wait for a payload's build: every phase limit (contract.budget), then the host's
     default set-up margin and the queue margin on top."""
     return phases_s(payload) + DEFAULT_MARGIN_S + QUEUE_MARGIN_S
 
@@ -611,7 +611,7 @@ def _budget_from_build(build: dict[str, Any]) -> float:
 
 
 def _dump(model: Any) -> dict[str, Any]:
-    from runner.contract import dump_payload
+    from contract.models import dump_payload
 
     return dump_payload(model)
 

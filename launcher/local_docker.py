@@ -1,4 +1,4 @@
-"""``--backend local --isolation docker``: the vendor host's wrapper (runner.host), on this machine.
+"""``--backend local --isolation docker``: the vendor host's job wrapper, on this machine.
 
 The same code path as ``kitebench job`` (same image, same isolation), minus Buildkite: no
 publishing, and no GPU unless ``KITEBENCH_GPU_UUID``/``KITEBENCH_GPU_INDEX`` says which one.
@@ -14,24 +14,20 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from contract.models import FullResult
+from host.settings import DEFAULT_IMAGE
 from launcher.base import StatusCallback, StatusEvent
 from launcher.errors import InfraError, UsageError
-from runner.contract import FullResult
-
-DEFAULT_IMAGE = "kitebench-runner:test"
 
 
 def docker_available(timeout_s: float = 5) -> bool:
     """True when the docker SDK is installed and an engine answers a ping."""
-    try:
-        import docker
+    from host.engine import EngineUnavailable, docker_client
 
-        client = docker.from_env(timeout=int(max(1, timeout_s)))
-        try:
-            return bool(client.ping())
-        finally:
-            client.close()
-    except Exception:  # no SDK, no socket, permission denied, engine down
+    try:
+        docker_client(timeout_s).close()
+        return True
+    except EngineUnavailable:  # no SDK, no socket, permission denied, engine down
         return False
 
 
@@ -45,10 +41,10 @@ def image_for(payload: Any, env: Mapping[str, str] | None = None) -> str | None:
 
 
 def image_present(image: str, timeout_s: float = 10) -> bool:
-    try:
-        import docker
+    from host.engine import docker_client
 
-        client = docker.from_env(timeout=int(max(1, timeout_s)))
+    try:
+        client = docker_client(timeout_s)
         try:
             client.images.get(image)
             return True
@@ -68,10 +64,10 @@ def run_payload_in_docker(
 ) -> FullResult:
     """Run a validated payload in the runner image with the host wrapper's isolation; write
     ``output_dir/result.json`` and return it. Raises InfraError when docker itself fails."""
-    from runner import codec
-    from runner.host.job import HostExit, run_job
-    from runner.host.settings import HostSettings, SettingsError
-    from runner.resultio import write_result
+    from contract import codec
+    from contract.resultio import write_result
+    from host.job import HostExit, run_job
+    from host.settings import HostSettings, SettingsError
 
     env = dict(os.environ if env is None else env)
     env.setdefault("KITEBENCH_IMAGE", DEFAULT_IMAGE)

@@ -40,7 +40,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit
 
-from runner.contract import FullResult, KitebenchInfo, SystemInfo
+from contract.models import FullResult, KitebenchInfo, SystemInfo
 
 ALL_SCOPES = frozenset({"read_builds", "write_builds", "read_artifacts", "read_build_logs",
                         "read_agents"})

@@ -18,7 +18,7 @@ import zipfile
 from pathlib import Path
 from typing import Any
 
-from tests.conftest import REPO, missing_prereq
+from tests.common import REPO, missing_prereq
 
 BASE_IMAGE = "kitebench-base:bookworm"
 TEST_IMAGE = "kitebench-runner:test"
@@ -29,15 +29,14 @@ WHEELS = CACHE / "wheels"
 
 def docker_client() -> Any:
     """A live docker client, or skip (locally) / fail (CI) the test."""
-    try:
-        import docker
+    from host.engine import EngineUnavailable
+    from host.engine import docker_client as engine_client
 
-        client = docker.from_env(timeout=120)
-        client.ping()
-    except Exception as e:  # no SDK, no socket, engine down
-        missing_prereq(f"no Docker engine: {type(e).__name__}: {e}")
+    try:
+        return engine_client()
+    except EngineUnavailable as e:
+        missing_prereq(f"no Docker engine: {e.message}")
         raise  # unreachable: missing_prereq raises
-    return client
 
 
 def require_base(client: Any) -> None:
@@ -78,6 +77,8 @@ def stage_context(dest: Path, wheels: Path | None, runner_src: Path | None = Non
     """A build context like the repository root (filtered as .dockerignore says), plus wheels."""
     shutil.copytree(runner_src or REPO / "runner", dest / "runner",
                     ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+    shutil.copytree(REPO / "contract", dest / "contract",
+                    ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
     shutil.copytree(REPO / "images", dest / "images",
                     ignore=shutil.ignore_patterns("*.whl", "__pycache__"))
     shutil.copy(REPO / ".dockerignore", dest / ".dockerignore")
@@ -100,7 +101,7 @@ def build(client: Any, context: Path, dockerfile: str, tag: str, buildargs: dict
 
 def runner_image_hash() -> str:
     return _tree_hash(
-        [REPO / "runner", REPO / "images" / "runner", REPO / ".dockerignore"],
+        [REPO / "contract", REPO / "runner", REPO / "images" / "runner", REPO / ".dockerignore"],
         extra=BASE_IMAGE,
     )
 
@@ -278,6 +279,6 @@ def py_payload(kind: str, *, mode: str = "test", timeout: int = 60, **extra: Any
 
 
 def encoded(data: dict[str, Any]) -> str:
-    from runner import codec
+    from contract import codec
 
     return codec.encode(data)

@@ -14,9 +14,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import missing_prereq
 
 from launcher.campaign.store import Store
+from tests.common import missing_prereq
 
 PG_ENV = "KITEBENCH_TEST_PG_URL"
 

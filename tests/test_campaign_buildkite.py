@@ -15,20 +15,17 @@ from typing import Any
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).parent))
-
-from bk_standin import BuildPlan, StandIn, passing_result  # noqa: E402
-from taskdirs import write_py_task  # noqa: E402
-
-from launcher.buildkite import BuildkiteLauncher  # noqa: E402
-from launcher.campaign.execute import Campaign  # noqa: E402
-from launcher.campaign.matrix import parse_matrix  # noqa: E402
-from launcher.campaign.plan import Cell, plan  # noqa: E402
-from launcher.campaign.store import Store  # noqa: E402
-from launcher.client import BuildkiteClient  # noqa: E402
-from launcher.gpus import load_registry  # noqa: E402
-from runner import codec  # noqa: E402
-from runner.contract import FullResult, RunnerExit  # noqa: E402
+from contract import codec
+from contract.models import FullResult, RunnerExit
+from launcher.buildkite import BuildkiteLauncher
+from launcher.campaign.execute import Campaign
+from launcher.campaign.matrix import parse_matrix
+from launcher.campaign.plan import Cell, plan
+from launcher.campaign.store import Store
+from launcher.client import BuildkiteClient
+from launcher.gpus import load_registry
+from tests.bk_standin import BuildPlan, StandIn, passing_result
+from tests.taskdirs import write_py_task
 
 REPO = Path(__file__).resolve().parent.parent
 SCALE = 20.0

@@ -8,16 +8,12 @@ import os
 import re
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).parent))
-
-from conftest import missing_prereq  # noqa: E402
-from store_support import attempt_row  # noqa: E402
-
-from launcher.campaign.store import Store  # noqa: E402
-from launcher.cli import main  # noqa: E402
+from launcher.campaign.store import Store
+from launcher.cli import main
+from tests.common import missing_prereq
+from tests.store_support import attempt_row
 
 
 def _chromium() -> str:

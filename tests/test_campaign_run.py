@@ -14,13 +14,10 @@ from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).parent))
-
-from taskdirs import write_py_task  # noqa: E402
-
-from launcher.campaign.outcome import TERMINAL  # noqa: E402
-from launcher.campaign.store import Store  # noqa: E402
-from launcher.cli import main  # noqa: E402
+from launcher.campaign.outcome import TERMINAL
+from launcher.campaign.store import Store
+from launcher.cli import main
+from tests.taskdirs import write_py_task
 
 REPO = Path(__file__).resolve().parent.parent
 NP = REPO / "examples" / "vectoradd_np"

@@ -20,10 +20,10 @@ from typing import Any
 
 import pytest
 
-from runner import codec
-from runner.contract import FullResult
-from runner.host.container import LABEL_SLOT
-from tests.conftest import EXAMPLES, REPO
+from contract import codec
+from contract.models import FullResult
+from host.container import LABEL_SLOT
+from tests.common import EXAMPLES, REPO
 from tests.docker_support import docker_client, encoded, ensure_test_image, py_payload
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow]
@@ -197,7 +197,7 @@ def test_memory_hog_is_reported_as_out_of_memory(tmp_path: Path, image: str) -> 
     assert proc.returncode == 0, proc.stderr
     r = job.result
     assert r.passed is False
-    assert r.error.startswith("out of memory (limit 256 MiB)"), r.error
+    assert r.error.startswith("out of memory (limit 256.0 MiB)"), r.error
     assert r.kitebench.isolation["oom_killed"] is True
 
 
@@ -300,8 +300,8 @@ def test_engine_gone_mid_job_is_a_retryable_failure_with_a_result(
     still ends in a failed result with exit code INFRA (75, retried by the pipeline)."""
     import docker
 
-    from runner.host.job import HostExit, run_job
-    from runner.host.settings import HostSettings
+    from host.job import HostExit, run_job
+    from host.settings import HostSettings
 
     job = Job(tmp_path, image)
     own = docker.from_env(timeout=60)

@@ -9,10 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from runner.contract import EvalResult, FullResult, KitebenchInfo, RunResult, SystemInfo
-from runner.host.publish import MAX_ANNOTATION_BYTES, annotation, meta_data, publish
-from runner.resultio import write_result
-from tests.conftest import REPO
+from contract.models import EvalResult, FullResult, KitebenchInfo, RunResult, SystemInfo
+from contract.resultio import write_result
+from host.publish import MAX_ANNOTATION_BYTES, annotation, meta_data, publish
+from tests.common import REPO
 
 AGENT = str(REPO / "tests" / "bin" / "buildkite-agent")
 

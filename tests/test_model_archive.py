@@ -24,9 +24,9 @@ from pathlib import Path
 
 import pytest
 
-from runner import codec
+from contract import codec
 from runner.model import archive as arch
-from tests.conftest import REPO
+from tests.common import REPO
 
 LIMITS = arch.Limits(max_archive_bytes=1 << 20, max_files=50, max_bytes=1 << 20)
 

@@ -13,13 +13,13 @@ from pathlib import Path
 
 import pytest
 
+from contract.models import BenchmarkShape, ModelPayload
 from launcher.errors import TaskError, UsageError
 from launcher.model_task import build_model_payload
-from runner.contract import BenchmarkShape, ModelPayload
 from runner.model import bench, perplexity
 from runner.model.server import Server, ServerSpec, resolve_model
 from runner.model.util import StageError
-from tests.conftest import EXAMPLES
+from tests.common import EXAMPLES
 
 TASK = EXAMPLES / "vllm_tiny"
 
@@ -405,8 +405,8 @@ def test_a_daemon_the_fork_leaves_does_not_outlive_the_job(tmp_path: Path) -> No
     with it gone."""
     import json
 
-    from runner import codec
-    from tests.conftest import REPO
+    from contract import codec
+    from tests.common import REPO
 
     fake = tmp_path / "fake-python"
     pidfile = tmp_path / "daemon.pid"

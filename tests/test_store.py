@@ -12,14 +12,11 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-sys.path.insert(0, str(Path(__file__).parent))
-
-import store_support  # noqa: E402
-from store_support import attempt_row  # noqa: E402
-
-from launcher.campaign.queries import compare_runs, leaderboard  # noqa: E402
-from launcher.campaign.store import Store, default_url, mask  # noqa: E402
-from launcher.cli import cli, main  # noqa: E402
+from launcher.campaign.queries import compare_runs, leaderboard
+from launcher.campaign.store import Store, default_url, mask
+from launcher.cli import cli, main
+from tests import store_support
+from tests.store_support import attempt_row
 
 REPO = Path(__file__).resolve().parent.parent
 store_url = store_support.store_url  # the fixtures: every test on SQLite and PostgreSQL
@@ -63,9 +60,9 @@ def test_two_writers_at_once(store_url: str) -> None:
         pass  # migrated before the writers race (a migration race is covered by the lock)
     code = textwrap.dedent(f"""
         import sys
-        sys.path.insert(0, {str(REPO)!r}); sys.path.insert(0, {str(REPO / 'tests')!r})
+        sys.path.insert(0, {str(REPO)!r})
         from launcher.campaign.store import Store
-        from store_support import attempt_row
+        from tests.store_support import attempt_row
         s = Store.open(sys.argv[1])
         rid = s.create_run(name=sys.argv[2], kind="matrix", backend="local")
         for i in range(60):

@@ -22,13 +22,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from contract.models import FullResult
 from launcher.base import StatusEvent, SubmitOptions, make_launcher
 from launcher.campaign.outcome import INFRA_STAGE, TERMINAL, result_fields
 from launcher.campaign.plan import Cell
 from launcher.campaign.queries import latest_per_cell
 from launcher.campaign.store import Store, now
 from launcher.errors import InfraError, KitebenchError, UsageError
-from runner.contract import FullResult
 
 ABANDONED = "interrupted: the campaign process stopped before this attempt finished"
 

@@ -25,8 +25,8 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from contract.models import Mode
 from launcher.errors import UsageError
-from runner.contract import Mode
 
 #: The GPU name of a cell when the matrix names none (the local backend runs it on this machine).
 LOCAL_GPU = "local"

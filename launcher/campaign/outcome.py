@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from runner.contract import FullResult
+from contract.models import FullResult
 
 Status = Literal["pending", "running", "success", "partial", "failed", "skipped"]
 STATUSES: tuple[str, ...] = ("pending", "running", "success", "partial", "failed", "skipped")
@@ -23,7 +23,7 @@ _EXIT = {0: 0, 1: 1, 2: 2, 3: 3, 4: 3}
 
 def exit_class(result: FullResult) -> int:
     """The CLI exit code of one result: 0 passed, 1 failed, 2 bad input, 3 infrastructure."""
-    from runner.resultio import exit_code_for
+    from contract.resultio import exit_code_for
 
     return _EXIT.get(int(exit_code_for(result)), 3)
 

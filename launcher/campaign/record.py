@@ -6,13 +6,13 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from contract.models import FullResult
 from launcher.base import StatusCallback, StatusEvent, SubmitOptions
 from launcher.campaign.matrix import LOCAL_GPU
 from launcher.campaign.outcome import INFRA_STAGE, result_fields
 from launcher.campaign.plan import Cell, sha256_file, task_hash
 from launcher.campaign.store import Store, now
 from launcher.errors import KitebenchError
-from runner.contract import FullResult
 
 
 class SubmitRecord:

@@ -11,7 +11,7 @@ import click
 @click.argument("which", type=click.Choice(["payload", "result", "matrix"]))
 def schema(which: str) -> None:
     """Print the JSON Schema of the payload, of result.json or of a matrix file."""
-    from runner.contract import payload_json_schema, result_json_schema
+    from contract.models import payload_json_schema, result_json_schema
 
     if which == "matrix":
         from launcher.campaign.matrix import matrix_json_schema

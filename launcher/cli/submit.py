@@ -12,8 +12,8 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
+from contract.models import MODES
 from launcher.base import StatusEvent
-from runner.contract import MODES
 
 if TYPE_CHECKING:
     from launcher.base import SubmitOptions
@@ -139,11 +139,11 @@ def submit(
     no_store: bool,
 ) -> int:
     """Run a submission against TASK_DIR (a reference-kernels task.yml dir) and print the verdict."""
+    from contract.resultio import write_result
     from launcher.api import options, submit_options
     from launcher.campaign.outcome import exit_class
     from launcher.errors import UsageError
     from launcher.report import render_result
-    from runner.resultio import write_result
 
     opts = options(
         task_dir,

@@ -11,9 +11,9 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from launcher.errors import InfraError, UsageError
-from launcher.vendor.host import Host
-from launcher.vendor.plan import (
+from host.provision.host import Host
+from host.provision.plan import (
+    DEFAULT_RESERVE_MEMORY_MIB,
     GpuInfo,
     GpuPlan,
     KitSettings,
@@ -22,7 +22,8 @@ from launcher.vendor.plan import (
     parse_nvidia_smi,
     plan_gpus,
 )
-from launcher.vendor.templates import DROPIN_NAME, UNIT_DIR, RenderedFile, render_files
+from host.provision.templates import DROPIN_NAME, UNIT_DIR, RenderedFile, render_files
+from launcher.errors import InfraError, UsageError
 
 NVIDIA_SMI_QUERY = ["--query-gpu=index,uuid,name", "--format=csv,noheader"]
 
@@ -57,10 +58,8 @@ def host_memtotal_mib(host: Host) -> int:
 
 def default_queue(gpu: GpuInfo) -> str:
     """The registry's queue for this GPU model (launcher.gpus), matched on the model name."""
-    try:
-        from launcher.gpus import load_registry  # written separately; optional here
-    except ImportError:
-        raise UsageError("--queue is required (no GPU registry available)") from None
+    from launcher.gpus import load_registry
+
     registry = load_registry()
     words = set(re.split(r"[^a-z0-9]+", gpu.name.lower()))
     for name, spec in registry.gpus.items():
@@ -85,7 +84,7 @@ def plan_host(
     cpus: str | None = None,
     memtotal_mib: int | None = None,
     reserve_cpus: int = 0,
-    reserve_memory_mib: int = 4096,
+    reserve_memory_mib: int = DEFAULT_RESERVE_MEMORY_MIB,
 ) -> list[GpuPlan]:
     gpus = discover_gpus(host, kit.nvidia_smi) if gpus_spec == "auto" else parse_gpu_list(gpus_spec)
     if not gpus:

@@ -1,7 +1,7 @@
 """``kitebench image validate IMAGE``: is this runner image fit to go live on a GPU host?
 
 Each check gives PASS / FAIL / SKIP with a reason a vendor can act on. Containers run with the
-vendor host's isolation (runner.host.container.container_kwargs: read-only root, no network,
+vendor host's isolation (host.container.container_kwargs: read-only root, no network,
 non-root, limits), so an image that passes here behaves the same under ``kitebench job``.
 The image is never pulled. GPU checks SKIP without ``--gpu`` or without an NVIDIA runtime.
 """
@@ -14,11 +14,11 @@ import shutil
 import tempfile
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
-Status = Literal["PASS", "FAIL", "SKIP"]
+from host.checks import CheckResult, Status, counts
 
 #: The limits the limits check sets and expects to see inside.
 PROBE_MEMORY = 256 * 2**20
@@ -68,7 +68,7 @@ if nvcc:
 try:
     import runner
     out["runner"] = runner.__version__
-    import runner.entry, runner.contract
+    import runner.entry, contract.models
 except Exception as e:
     out["runner_error"] = f"{type(e).__name__}: {e}"
 try:
@@ -101,15 +101,6 @@ print("KITEBENCH-GPU " + json.dumps(out))
 
 
 @dataclass
-class CheckResult:
-    id: str
-    title: str
-    status: Status
-    reason: str
-    details: dict[str, Any] = field(default_factory=dict)
-
-
-@dataclass
 class Report:
     image: str
     gpu: str | None
@@ -120,11 +111,11 @@ class Report:
         return any(c.status == "FAIL" for c in self.checks)
 
     def counts(self) -> dict[str, int]:
-        return {s: sum(c.status == s for c in self.checks) for s in ("PASS", "FAIL", "SKIP")}
+        return counts(self.checks)
 
     def to_dict(self) -> dict[str, Any]:
         return {"image": self.image, "gpu": self.gpu, "ok": not self.failed,
-                "counts": self.counts(), "checks": [asdict(c) for c in self.checks]}
+                "counts": self.counts(), "checks": [c.as_dict() for c in self.checks]}
 
 
 #: (id, title, what it proves) in the order they run: the plan printed before any runs.
@@ -168,8 +159,8 @@ class _Container:
         from requests.exceptions import ConnectionError as ReqConnectionError
         from requests.exceptions import ReadTimeout
 
-        from runner.host.container import container_kwargs
-        from runner.resultio import ResultFileError, new_key, read_result
+        from contract.resultio import ResultFileError, new_key, read_result
+        from host.container import container_kwargs
 
         work = Path(tempfile.mkdtemp(prefix="kitebench-validate-"))
         out = work / "out"
@@ -214,7 +205,7 @@ class _Container:
 
 
 def _payload_env(script: str, **extra: Any) -> dict[str, str]:
-    from runner import codec
+    from contract import codec
 
     data: dict[str, Any] = {"lang": "py", "mode": "test", "main": "main.py",
                             "sources": {"main.py": script}, "tests": [{"size": 1}]}
@@ -242,13 +233,13 @@ def validate_image(
     on_result: Callable[[CheckResult], None] | None = None,
 ) -> Report:
     """Run every check of :data:`PLAN` against ``image`` (present on this docker engine)."""
-    from runner.host.settings import HostSettings
+    from host.settings import HostSettings
 
     report = Report(image=image, gpu=gpu)
     titles = {cid: title for cid, title, _ in PLAN}
 
-    def add(cid: str, status: Status, reason: str, **details: Any) -> None:
-        r = CheckResult(cid, titles[cid], status, reason, details)
+    def add(cid: str, status: str, reason: str, **details: Any) -> None:
+        r = CheckResult(cid, Status(status), reason, details, title=titles[cid])
         report.checks.append(r)
         if on_result is not None:
             on_result(r)
@@ -260,9 +251,9 @@ def validate_image(
                 add(cid, "SKIP", reason)
 
     if client is None:
-        import docker
+        from host.engine import docker_client
 
-        client = docker.from_env(timeout=120)
+        client = docker_client()
     from docker.errors import ImageNotFound
 
     # -- image present ---------------------------------------------------------------------
@@ -471,7 +462,7 @@ def format_table(report: Report) -> str:
     width = max(len(c.title) for c in report.checks) if report.checks else 10
     lines = ["Results:", f"  {'CHECK':<{width}}  STATUS  REASON"]
     for c in report.checks:
-        lines.append(f"  {c.title:<{width}}  {c.status:<6}  {c.reason}")
+        lines.append(f"  {c.title:<{width}}  {c.status:<6}  {c.detail}")
     n = report.counts()
     verdict = "FIT to go live" if not report.failed else "NOT fit to go live"
     lines.append(f"{n['PASS']} passed, {n['FAIL']} failed, {n['SKIP']} skipped: {report.image} is {verdict}")

@@ -13,15 +13,14 @@ import json
 import re
 import shutil
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from enum import StrEnum
+from dataclasses import dataclass
 from pathlib import Path
 
-from launcher.errors import UsageError
-from launcher.vendor.host import Host
-from launcher.vendor.plan import KitSettings, parse_cpulist, parse_nvidia_smi
-from launcher.vendor.render import NVIDIA_SMI_QUERY
-from launcher.vendor.templates import (
+from host.checks import CheckResult, Status
+from host.provision.host import Host
+from host.provision.plan import KitSettings, parse_cpulist, parse_nvidia_smi
+from host.provision.render import NVIDIA_SMI_QUERY
+from host.provision.templates import (
     AGENT_UNIT,
     DROPIN_NAME,
     HOOKS,
@@ -31,6 +30,7 @@ from launcher.vendor.templates import (
     gpu_slice,
     render_hook,
 )
+from launcher.errors import UsageError
 
 DEFAULT_TOKEN_FILE = "/etc/kitebench/agent-token.env"
 DEFAULT_HOOKS_DIR = "/etc/kitebench/hooks"
@@ -42,28 +42,6 @@ LOCKDOWN_ON = (
     "BUILDKITE_ENABLE_ENVIRONMENT_VARIABLE_ALLOWLIST",
 )
 JWKS_KEY = "BUILDKITE_AGENT_VERIFICATION_JWKS_FILE"
-
-
-class Status(StrEnum):
-    PASS = "PASS"
-    FAIL = "FAIL"
-    SKIP = "SKIP"
-
-
-@dataclass
-class CheckResult:
-    name: str
-    status: Status
-    detail: str
-    data: dict = field(default_factory=dict)
-
-    def as_dict(self) -> dict:
-        return {
-            "name": self.name,
-            "status": str(self.status),
-            "detail": self.detail,
-            "data": self.data,
-        }
 
 
 @dataclass
@@ -518,8 +496,8 @@ def run_checks(host: Host, *, min_free_gib: float = 20.0) -> list[CheckResult]:
 
 
 def format_table(results: list[CheckResult]) -> str:
-    width = max(len(r.name) for r in results)
-    lines = [f"{r.status:<4}  {r.name:<{width}}  {r.detail}" for r in results]
+    width = max(len(r.id) for r in results)
+    lines = [f"{r.status:<4}  {r.id:<{width}}  {r.detail}" for r in results]
     failed = sum(r.status == Status.FAIL for r in results)
     skipped = sum(r.status == Status.SKIP for r in results)
     lines.append(
