@@ -37,7 +37,7 @@ from contract.models import FullResult, RunnerExit
 from contract.resultio import RESULT_NAME, ResultFileError, new_key, read_result
 from launcher.base import StatusCallback, StatusEvent, SubmitOptions
 from launcher.errors import UsageError
-from runner import sandbox
+from runner import procs, sandbox
 from runner.kernels.process import hide_from_same_user
 
 ISOLATION_MODES = ("auto", "docker", "process")
@@ -140,7 +140,7 @@ class LocalLauncher:
                 result.kitebench.isolation.setdefault("mode", "process")
         finally:
             # never raises: whatever a submission left (or keeps writing) here, the verdict stands
-            sandbox.remove_tree(tmp)
+            procs.remove_tree(tmp)
         emit("passed" if result.passed else "failed", _summary(result))
         return result
 
@@ -222,7 +222,7 @@ def _job_uid() -> int:
     """A uid no account and no running process has: the submission's, for this job only."""
     while True:
         uid = random.randint(*JOB_UID_RANGE)
-        if not sandbox._pids_of_uid(uid):
+        if not procs.pids_of_uid(uid):
             return uid
 
 
