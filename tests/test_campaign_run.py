@@ -17,10 +17,12 @@ import pytest
 from launcher.campaign.outcome import TERMINAL
 from launcher.campaign.store import Store
 from launcher.cli import main
+from tests import store_support
 from tests.taskdirs import write_py_task
 
 REPO = Path(__file__).resolve().parent.parent
 NP = REPO / "examples" / "vectoradd_np"
+store_url = store_support.store_url  # the fixture
 
 
 def _cli(args: list[str], store: str, **kw: object) -> subprocess.Popen[str]:
@@ -94,11 +96,12 @@ def doc_cell(doc: dict, key: str) -> dict:
     return next(c for c in doc["cells"] if c["key"] == key)
 
 
-def test_matrix_run_exit_codes_table_and_json(tmp_path: Path,
+def test_matrix_run_exit_codes_table_and_json(tmp_path: Path, store_url: str,
                                               capsys: pytest.CaptureFixture[str]) -> None:
+    """On SQLite and on PostgreSQL."""
     task = write_py_task(tmp_path)
     (task / "submission_bad.py").write_text("def custom_kernel(x):\n    return 3 * x\n")
-    url = f"sqlite:///{tmp_path / 'store.db'}"
+    url = store_url
     good = tmp_path / "good.yml"
     good.write_text(f"name: good\nentries:\n  - task: {task}\n    submissions: [{task}/submission_ok.py]\n")
     both = tmp_path / "both.yml"
