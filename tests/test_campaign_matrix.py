@@ -98,3 +98,16 @@ def test_schema_matrix(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["schema", "matrix"]) == 0
     schema = json.loads(capsys.readouterr().out)
     assert schema["title"] == "kitebench matrix" and "entries" in schema["properties"]
+
+
+def test_paths_resolve_against_the_matrix_file_first(tmp_path: Path,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    from tests.taskdirs import write_py_task
+
+    task = write_py_task(tmp_path / "camp")
+    (tmp_path / "camp" / "m.yml").write_text(
+        "name: rel\nentries:\n  - task: problems/double_py\n"
+        "    submissions: [problems/double_py/submission_ok.py]\n")
+    monkeypatch.chdir(REPO)  # elsewhere: the file's own directory wins
+    (cell,) = plan(load_matrix(tmp_path / "camp" / "m.yml"))
+    assert Path(cell.task_dir) == task and cell.task == "double_py"
