@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -19,3 +20,10 @@ def runner_env(tmp_path: Path) -> dict[str, str]:
     env["KITEBENCH_OUTPUT_DIR"] = str(out)
     env["PYTHONPATH"] = str(REPO) + os.pathsep + env.get("PYTHONPATH", "")
     return env
+
+
+# `kitebench submit` records every attempt in the results store: the suite's go to a throwaway
+# SQLite file, never into the user's own store.
+os.environ.setdefault(
+    "KITEBENCH_STORE", f"sqlite:///{tempfile.mkdtemp(prefix='kitebench-test-store-')}/store.db"
+)

@@ -31,6 +31,9 @@ COMMANDS: dict[str, str] = {
     "wait": "launcher.cli.wait:wait",
     "status": "launcher.cli.status:status",
     "cancel": "launcher.cli.cancel:cancel",
+    "matrix": "launcher.cli.matrix:matrix",
+    "runs": "launcher.cli.runs:runs",
+    "leaderboard": "launcher.cli.leaderboard:leaderboard",
 }
 
 

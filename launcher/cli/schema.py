@@ -1,4 +1,4 @@
-"""``kitebench schema payload|result``: the JSON Schemas generated from the contract models."""
+"""``kitebench schema payload|result|matrix``: the JSON Schemas generated from the models."""
 
 from __future__ import annotations
 
@@ -8,10 +8,15 @@ import click
 
 
 @click.command()
-@click.argument("which", type=click.Choice(["payload", "result"]))
+@click.argument("which", type=click.Choice(["payload", "result", "matrix"]))
 def schema(which: str) -> None:
-    """Print the JSON Schema of the payload or of result.json."""
+    """Print the JSON Schema of the payload, of result.json or of a matrix file."""
     from contract.models import payload_json_schema, result_json_schema
 
-    doc = payload_json_schema() if which == "payload" else result_json_schema()
+    if which == "matrix":
+        from launcher.campaign.matrix import matrix_json_schema
+
+        doc = matrix_json_schema()
+    else:
+        doc = payload_json_schema() if which == "payload" else result_json_schema()
     click.echo(json.dumps(doc, indent=2))

@@ -6,16 +6,18 @@ Exit codes: 0 every run passed, 1 the submission failed, 2 usage/bad input, 3 in
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from contract.models import MODES
 from launcher.base import StatusEvent
 
-#: RunnerExit → CLI exit code (an interrupted run is an infrastructure outcome here).
-_EXIT = {0: 0, 1: 1, 2: 2, 3: 3, 4: 3}
-
+if TYPE_CHECKING:
+    from launcher.base import SubmitOptions
+    from launcher.campaign.record import SubmitRecord
 
 class _StatusLine:
     """One live status line on stderr: rewritten in place on a terminal, a line per event else."""
@@ -110,6 +112,10 @@ class _StatusLine:
     "--json", "as_json", is_flag=True, help="Print the result JSON instead of the report."
 )
 @click.option("--quiet", "-q", is_flag=True, help="No live status line.")
+@click.option("--store", "store_url", envvar="KITEBENCH_STORE",
+              help="Results store URL that records this attempt [env KITEBENCH_STORE; default "
+                   "an SQLite file in the user data dir].")
+@click.option("--no-store", is_flag=True, help="Do not record this attempt in the results store.")
 def submit(
     task_dir: Path,
     submission: Path | None,
@@ -129,10 +135,13 @@ def submit(
     output: str | None,
     as_json: bool,
     quiet: bool,
+    store_url: str | None,
+    no_store: bool,
 ) -> int:
     """Run a submission against TASK_DIR (a reference-kernels task.yml dir) and print the verdict."""
-    from contract.resultio import exit_code_for, write_result
+    from contract.resultio import write_result
     from launcher.api import options, submit_options
+    from launcher.campaign.outcome import exit_class
     from launcher.errors import UsageError
     from launcher.report import render_result
 
@@ -154,10 +163,17 @@ def submit(
         api_url=api_url,
     )
     status = _StatusLine(quiet=quiet)
+    record = None if no_store else _record(opts, store_url)
     try:
-        result = submit_options(opts, on_status=status)
-    finally:
+        result = submit_options(opts, on_status=record.wrap(status) if record else status)
+    except BaseException as e:
         status.done()
+        if record is not None and not isinstance(e, UsageError):
+            _quietly(record.failed, e)
+        raise
+    status.done()
+    if record is not None:
+        _quietly(record.done, result)
     if output is not None:
         out = Path(output)
         try:
@@ -172,4 +188,40 @@ def submit(
         if not as_json:
             click.echo(f"result: {where}", err=True)
     click.echo(result.to_json() if as_json else render_result(result))
-    return _EXIT.get(int(exit_code_for(result)), 3)
+    return exit_class(result)
+
+
+def _record(opts: SubmitOptions, store_url: str | None) -> SubmitRecord | None:
+    """The store record of this attempt; a store that cannot be opened costs a warning, not the
+    run (the verdict matters more than its bookkeeping)."""
+    from launcher.campaign.record import SubmitRecord
+    from launcher.campaign.store import Store
+    from launcher.errors import InfraError, UsageError
+
+    if opts.submission is None and opts.archive is None:
+        return None  # the payload build reports the usage error
+    try:
+        store = Store.open(store_url)
+    except (InfraError, UsageError) as e:
+        if isinstance(e, UsageError) and store_url:
+            raise  # a bad --store URL is the user's to fix
+        click.echo(f"warning: not recorded in the results store: {e.message}", err=True)
+        return None
+    try:
+        return SubmitRecord(store, opts)
+    except (UsageError, OSError):
+        store.close()
+        return None  # a task or submission that cannot be read: the run says so, in one line
+    except InfraError as e:
+        store.close()
+        click.echo(f"warning: not recorded in the results store: {e.message}", err=True)
+        return None
+
+
+def _quietly(fn: Callable[[Any], None], arg: Any) -> None:
+    from launcher.errors import KitebenchError
+
+    try:
+        fn(arg)
+    except KitebenchError as e:
+        click.echo(f"warning: not recorded in the results store: {e.message}", err=True)
