@@ -37,10 +37,12 @@ from launcher.bk_errors import (
     transport_kind,
 )
 from launcher.errors import InfraError
+from launcher.events import TERMINAL_STATES, is_terminal
 from launcher.retry import RateGate, RetryPolicy
 
 __all__ = ["ApiError", "ArtifactError", "AuthError", "BuildkiteClient", "ConfigError", "NotFound",
-           "RateLimited", "ServerError", "TransportError", "ValidationFailed", "is_terminal"]
+           "RateLimited", "ServerError", "TransportError", "TERMINAL_STATES", "ValidationFailed",
+           "is_terminal"]
 
 log = logging.getLogger("kitebench.buildkite")
 
@@ -48,8 +50,6 @@ DEFAULT_API_URL = "https://api.buildkite.com/v2"
 #: (connect, read) seconds, applied to every request.
 DEFAULT_TIMEOUT: tuple[float, float] = (5.0, 30.0)
 IDEMPOTENT = frozenset({"GET", "HEAD", "PUT", "DELETE", "OPTIONS"})
-#: Build states after which nothing changes any more (unknown states count as not terminal).
-TERMINAL_STATES = frozenset({"passed", "failed", "canceled", "skipped", "not_run"})
 
 Timeout = tuple[float, float] | float | None
 
@@ -427,7 +427,3 @@ def _display(url: str) -> str:
     """A URL for messages: no query string (signed storage URLs carry credentials there)."""
     parts = urlsplit(url)
     return f"{parts.scheme}://{parts.netloc}{parts.path}" if parts.scheme else parts.path
-
-
-def is_terminal(build: Mapping[str, Any]) -> bool:
-    return build.get("state") in TERMINAL_STATES
