@@ -41,7 +41,7 @@ from launcher.collect import ResultCollector, error_text
 from launcher.errors import InfraError, KitebenchError, UsageError
 from launcher.events import BuildEvents
 from launcher.follow import DEFAULT_WAIT_S, Follower, Item
-from launcher.webhook import WebhookServer, WebhookSettings
+from launcher.webhook import WebhookAuth, WebhookServer, WebhookSettings
 from runner import codec
 from runner.budget import phases_s
 from runner.contract import FullResult, RunnerExit
@@ -158,7 +158,8 @@ class BuildkiteLauncher:
         client = BuildkiteClient(org=extra.get("org"), pipeline=extra.get("pipeline"),
                                  base_url=extra.get("api_url"))
         port = extra.get("webhook_port")
-        webhook = (WebhookSettings(port=int(port), host=extra.get("webhook_host") or "127.0.0.1")
+        webhook = (WebhookSettings(port=int(port), host=extra.get("webhook_host") or "127.0.0.1",
+                                   auth=WebhookAuth.from_env())
                    if port is not None else None)
         return cls(
             client, queue=queue, gpu=spec.name if spec else None,

@@ -31,6 +31,7 @@ COMMANDS: dict[str, str] = {
     "wait": "launcher.cli.wait:wait",
     "status": "launcher.cli.status:status",
     "cancel": "launcher.cli.cancel:cancel",
+    "webhook": "launcher.cli.webhook:webhook",
 }
 
 

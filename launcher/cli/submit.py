@@ -11,6 +11,7 @@ from pathlib import Path
 import click
 
 from launcher.base import StatusEvent
+from launcher.cli.wait import webhook_options
 from runner.contract import MODES
 
 #: RunnerExit → CLI exit code (an interrupted run is an infrastructure outcome here).
@@ -110,6 +111,7 @@ class _StatusLine:
     "--json", "as_json", is_flag=True, help="Print the result JSON instead of the report."
 )
 @click.option("--quiet", "-q", is_flag=True, help="No live status line.")
+@webhook_options
 def submit(
     task_dir: Path,
     submission: Path | None,
@@ -129,6 +131,8 @@ def submit(
     output: str | None,
     as_json: bool,
     quiet: bool,
+    webhook_port: int | None,
+    webhook_host: str,
 ) -> int:
     """Run a submission against TASK_DIR (a reference-kernels task.yml dir) and print the verdict."""
     from launcher.api import options, submit_options
@@ -152,6 +156,8 @@ def submit(
         org=org,
         pipeline=pipeline,
         api_url=api_url,
+        webhook_port=webhook_port,
+        webhook_host=webhook_host if webhook_port is not None else None,
     )
     status = _StatusLine(quiet=quiet)
     try:
