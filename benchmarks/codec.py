@@ -18,7 +18,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from runner import codec  # noqa: E402
+from contract import codec  # noqa: E402
 
 
 def _source(n: int) -> str:

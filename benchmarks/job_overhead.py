@@ -43,7 +43,7 @@ def main() -> int:
     ap.add_argument("--runs", type=int, default=5)
     args = ap.parse_args()
 
-    from runner import codec
+    from contract import codec
 
     if args.image is None:
         from tests.docker_support import ensure_test_image

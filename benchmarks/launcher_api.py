@@ -37,9 +37,9 @@ sys.path.insert(0, str(REPO / "tests"))
 
 from bk_standin import BuildPlan, StandIn  # noqa: E402
 
+from contract import codec  # noqa: E402
 from launcher.buildkite import BuildkiteLauncher  # noqa: E402
 from launcher.client import BuildkiteClient, is_terminal  # noqa: E402
-from runner import codec  # noqa: E402
 
 NAIVE_INTERVAL_S = 10.0
 

@@ -33,7 +33,7 @@ sys.path.insert(0, str(REPO))
 
 
 def _job(payload, env: dict[str, str], out: Path) -> tuple[dict, float]:  # type: ignore[no-untyped-def]
-    from runner import codec
+    from contract import codec
 
     out.mkdir(parents=True)
     env = dict(env, SUBMISSION_PAYLOAD=codec.encode(payload), KITEBENCH_OUTPUT_DIR=str(out))

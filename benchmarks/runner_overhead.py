@@ -23,7 +23,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from runner import codec  # noqa: E402
+from contract import codec  # noqa: E402
 
 EVAL = 'import os\nos.write(int(os.environ["POPCORN_FD"]), b"check: pass\\n")\n'
 

@@ -1,5 +1,5 @@
 """kitebench control plane: task files → payloads, launchers (local, Buildkite), the CLI."""
 
-from runner import __version__
+from contract import __version__
 
 __all__ = ["__version__"]

@@ -11,9 +11,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from contract.models import MODES, FullResult
 from launcher.base import StatusCallback, SubmitOptions, default_backend, make_launcher
 from launcher.errors import UsageError
-from runner.contract import MODES, FullResult
 
 _OPTION_FIELDS = ("archive", "gpu", "queue", "arch", "timeout_s", "gpus_file")
 

@@ -29,6 +29,10 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from contract import codec
+from contract.budget import phases_s
+from contract.models import FullResult, RunnerExit
+from host.settings import DEFAULT_MARGIN_S
 from launcher.base import StatusCallback, SubmitOptions
 from launcher.client import (
     BuildkiteClient,
@@ -42,10 +46,6 @@ from launcher.errors import InfraError, KitebenchError, UsageError
 from launcher.events import BuildEvents
 from launcher.follow import DEFAULT_WAIT_S, Follower, Item
 from launcher.webhook import WebhookAuth, WebhookServer, WebhookSettings
-from runner import codec
-from runner.budget import phases_s
-from runner.contract import FullResult, RunnerExit
-from runner.host.settings import DEFAULT_MARGIN_S
 
 log = logging.getLogger("kitebench.buildkite")
 
@@ -56,7 +56,7 @@ SAFETY_INTERVAL_S = 120.0
 
 
 def budget_for(payload: Any) -> float:
-    """Seconds to wait for a payload's build: every phase limit (runner.budget), then the host's
+    """Seconds to wait for a payload's build: every phase limit (contract.budget), then the host's
     default set-up margin and the queue margin on top."""
     return phases_s(payload) + DEFAULT_MARGIN_S + QUEUE_MARGIN_S
 
@@ -346,7 +346,7 @@ def _budget_from_build(build: dict[str, Any]) -> float:
 
 
 def _dump(model: Any) -> dict[str, Any]:
-    from runner.contract import dump_payload
+    from contract.models import dump_payload
 
     return dump_payload(model)
 

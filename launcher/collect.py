@@ -12,9 +12,9 @@ import contextlib
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from contract.models import FullResult, RunnerExit
+from contract.resultio import MAX_RESULT_BYTES, RESULT_NAME, ResultFileError, parse_result
 from launcher.errors import InfraError, UsageError
-from runner.contract import FullResult, RunnerExit
-from runner.resultio import MAX_RESULT_BYTES, RESULT_NAME, ResultFileError, parse_result
 
 if TYPE_CHECKING:
     from launcher.client import BuildkiteClient

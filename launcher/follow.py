@@ -26,12 +26,12 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from contract.models import FullResult, RunnerExit
 from launcher.base import StatusCallback, StatusEvent
 from launcher.bk_errors import ValidationFailed
 from launcher.collect import facts, main_job
 from launcher.errors import InfraError, UsageError
 from launcher.events import BuildEvents, is_terminal
-from runner.contract import FullResult, RunnerExit
 
 if TYPE_CHECKING:
     from launcher.buildkite import BuildkiteLauncher

@@ -10,7 +10,7 @@ Isolation (``--isolation``, ``SubmitOptions.extra["isolation"]``):
 In process isolation the runner gets a per-job key and the payload on its stdin (nothing on disk
 or in an environment another process of this user could read), an allow-listed environment and a
 fresh ``KITEBENCH_OUTPUT_DIR``; the result is read back from its result.json and accepted only if
-the runner signed it with that key (runner.resultio). The submission itself runs in the runner's
+the runner signed it with that key (contract.resultio). The submission itself runs in the runner's
 sandbox (runner.sandbox): as root under a uid of its own where the interpreter is reachable by
 other uids, in bubblewrap namespaces where they can be made, else ``process (not hardened)``.
 The mode used is reported in ``result.kitebench.isolation``.
@@ -31,13 +31,14 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from contract import codec
+from contract.budget import phases_s
+from contract.models import FullResult, RunnerExit
+from contract.resultio import RESULT_NAME, ResultFileError, new_key, read_result
 from launcher.base import StatusCallback, StatusEvent, SubmitOptions
 from launcher.errors import UsageError
-from runner import codec, sandbox
-from runner.budget import phases_s
-from runner.contract import FullResult, RunnerExit
+from runner import sandbox
 from runner.kernels.process import hide_from_same_user
-from runner.resultio import RESULT_NAME, ResultFileError, new_key, read_result
 
 ISOLATION_MODES = ("auto", "docker", "process")
 #: Time the runner gets after SIGTERM to write its partial result before it is killed.

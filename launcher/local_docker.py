@@ -1,4 +1,4 @@
-"""``--backend local --isolation docker``: the vendor host's wrapper (runner.host), on this machine.
+"""``--backend local --isolation docker``: the vendor host's wrapper (host), on this machine.
 
 The same code path as ``kitebench job`` (same image, same isolation), minus Buildkite: no
 publishing, and no GPU unless ``KITEBENCH_GPU_UUID``/``KITEBENCH_GPU_INDEX`` says which one.
@@ -14,9 +14,9 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from contract.models import FullResult
 from launcher.base import StatusCallback, StatusEvent
 from launcher.errors import InfraError, UsageError
-from runner.contract import FullResult
 
 DEFAULT_IMAGE = "kitebench-runner:test"
 
@@ -68,10 +68,10 @@ def run_payload_in_docker(
 ) -> FullResult:
     """Run a validated payload in the runner image with the host wrapper's isolation; write
     ``output_dir/result.json`` and return it. Raises InfraError when docker itself fails."""
-    from runner import codec
-    from runner.host.job import HostExit, run_job
-    from runner.host.settings import HostSettings, SettingsError
-    from runner.resultio import write_result
+    from contract import codec
+    from contract.resultio import write_result
+    from host.job import HostExit, run_job
+    from host.settings import HostSettings, SettingsError
 
     env = dict(os.environ if env is None else env)
     env.setdefault("KITEBENCH_IMAGE", DEFAULT_IMAGE)

@@ -15,7 +15,7 @@ Archive transport, in order of preference:
 * ``archive_path`` (local backend only): the runner reads the file where it is;
 * ``archive_url`` given by the user (any http(s) URL serving exactly this file): the payload
   carries the URL and the file's SHA-256, which the runner verifies;
-* inline base64 when the encoded payload fits :data:`runner.codec.INLINE_LIMIT`;
+* inline base64 when the encoded payload fits :data:`contract.codec.INLINE_LIMIT`;
 * else an :class:`ArchiveStore` (e.g. an S3-compatible bucket handing out presigned GET URLs)
   uploads it and returns the URL.
 """
@@ -28,10 +28,10 @@ import os
 from pathlib import Path
 from typing import Any, Protocol
 
+from contract import codec
+from contract.models import MODES, ModelPayload
 from launcher.errors import InfraError, TaskError, UsageError
 from launcher.task import load_task
-from runner import codec
-from runner.contract import MODES, ModelPayload
 
 ARCHIVE_SUFFIXES = (".tar.gz", ".tgz", ".tar", ".zip")
 

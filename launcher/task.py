@@ -15,9 +15,9 @@ from typing import Any
 
 import yaml
 
+from contract import codec
+from contract.models import MODES
 from launcher.errors import TaskError
-from runner import codec
-from runner.contract import MODES
 
 SUBMISSION_MARK = "@SUBMISSION@"
 _COMMON_KEYS = (

@@ -1,6 +1,10 @@
-"""kitebench vendor plane: the contract, the codec and the in-container runner.
+"""The in-container runner: decodes the payload, runs the kernel harness or the vLLM benchmark
+and always writes a signed ``result.json``.
 
-Nothing here imports ``launcher``: the runner image installs only this package (and pydantic).
+It imports only ``contract`` (and pydantic), never ``launcher`` or ``host``: the runner image
+installs exactly ``contract`` and ``runner``.
 """
 
-__version__ = "0.1.0"
+from contract import __version__
+
+__all__ = ["__version__"]

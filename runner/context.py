@@ -7,8 +7,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from runner.contract import FullResult, RunnerExit
-from runner.resultio import write_result
+from contract.models import FullResult, RunnerExit
+from contract.resultio import write_result
 
 
 class Interrupted(BaseException):  # noqa: N818 - like KeyboardInterrupt, not an error class
@@ -30,7 +30,7 @@ class RunContext:
     env: Mapping[str, str]
     output_dir: Path
     last_checkpoint: FullResult | None = field(default=None, repr=False)
-    #: The per-job key that signs every result.json written (runner.resultio); never logged.
+    #: The per-job key that signs every result.json written (contract.resultio); never logged.
     key: str | None = field(default=None, repr=False)
 
     def checkpoint(self, partial: FullResult, after: str) -> None:

@@ -341,10 +341,12 @@ def _runtime_dirs() -> list[str]:
 def _runtime_paths() -> list[str]:
     import sysconfig
 
+    import contract
     import runner
 
+    # the harness that a submission's process imports (runner.harness) rests on the contract
     paths = [sys.executable, sys.prefix, sys.base_prefix,
-             str(Path(runner.__file__).resolve().parent)]
+             *(str(Path(m.__file__).resolve().parent) for m in (contract, runner))]
     paths += [v for k, v in sysconfig.get_paths().items() if k in ("purelib", "platlib")]
     return [p for p in paths if p]
 

@@ -9,7 +9,7 @@ import subprocess
 from importlib import metadata
 from pathlib import Path
 
-from runner.contract import SystemInfo
+from contract.models import SystemInfo
 
 
 def _cpu_model() -> str:

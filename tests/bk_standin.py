@@ -50,7 +50,7 @@ from urllib.parse import parse_qsl, urlencode, urlsplit
 
 import requests
 
-from runner.contract import FullResult, KitebenchInfo, SystemInfo
+from contract.models import FullResult, KitebenchInfo, SystemInfo
 
 ALL_SCOPES = frozenset({"read_builds", "write_builds", "read_artifacts", "read_build_logs",
                         "read_agents"})

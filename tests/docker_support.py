@@ -78,6 +78,8 @@ def stage_context(dest: Path, wheels: Path | None, runner_src: Path | None = Non
     """A build context like the repository root (filtered as .dockerignore says), plus wheels."""
     shutil.copytree(runner_src or REPO / "runner", dest / "runner",
                     ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+    shutil.copytree(REPO / "contract", dest / "contract",
+                    ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
     shutil.copytree(REPO / "images", dest / "images",
                     ignore=shutil.ignore_patterns("*.whl", "__pycache__"))
     shutil.copy(REPO / ".dockerignore", dest / ".dockerignore")
@@ -100,7 +102,7 @@ def build(client: Any, context: Path, dockerfile: str, tag: str, buildargs: dict
 
 def runner_image_hash() -> str:
     return _tree_hash(
-        [REPO / "runner", REPO / "images" / "runner", REPO / ".dockerignore"],
+        [REPO / "contract", REPO / "runner", REPO / "images" / "runner", REPO / ".dockerignore"],
         extra=BASE_IMAGE,
     )
 
@@ -278,6 +280,6 @@ def py_payload(kind: str, *, mode: str = "test", timeout: int = 60, **extra: Any
 
 
 def encoded(data: dict[str, Any]) -> str:
-    from runner import codec
+    from contract import codec
 
     return codec.encode(data)

@@ -14,9 +14,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from runner import codec
-from runner.contract import FullResult
-from runner.resultio import read_result
+from contract import codec
+from contract.models import FullResult
+from contract.resultio import read_result
 
 REPO = Path(__file__).resolve().parent.parent
 

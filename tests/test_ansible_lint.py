@@ -59,4 +59,4 @@ def test_role_templates_are_the_systemd_templates():
     """One source of truth: the role's and the package's template dirs are links to systemd/."""
     target = (REPO / "systemd" / "templates").resolve()
     assert (ANSIBLE_DIR / "roles/kitebench_agent/templates").resolve() == target
-    assert (REPO / "launcher/vendor/templates").resolve() == target
+    assert (REPO / "host/provision/templates").resolve() == target

@@ -333,8 +333,8 @@ def test_second_apply_changes_nothing(provisioned):
 
 def test_role_renders_the_same_files_as_kitebench_vendor_render(provisioned):
     """One source of truth: the role's files equal `kitebench vendor render`'s, byte for byte."""
-    from launcher.vendor.plan import GpuInfo, KitSettings, plan_gpus
-    from launcher.vendor.templates import HOOKS, render_files
+    from host.provision.plan import GpuInfo, KitSettings, plan_gpus
+    from host.provision.templates import HOOKS, render_files
 
     cpuinfo = Path("/proc/cpuinfo").read_text()
     vcpus = len(re.findall(r"^processor\s*:", cpuinfo, flags=re.MULTILINE))
@@ -383,8 +383,8 @@ def test_the_job_policy_hooks_are_installed_and_enforced(provisioned):
     """The role installs pre-bootstrap/pre-command as `vendor check` wants them (root's, exactly
     the rendered script), and the installed hook, run by the host's own bash, lets the pipeline's
     job through and refuses anything else."""
-    from launcher.vendor.check import Checker, Status
-    from launcher.vendor.host import Host
+    from host.provision.check import Checker, Status
+    from host.provision.host import Host
 
     root: Path = provisioned["root"]
     hooks = Checker(Host(root=root)).check_hooks()

@@ -16,13 +16,13 @@ sys.path.insert(0, str(Path(__file__).parent))
 
 from bk_standin import BuildPlan, StandIn, passing_result  # noqa: E402
 
+from contract import codec  # noqa: E402
+from contract.models import FullResult, RunnerExit  # noqa: E402
 from launcher.base import StatusEvent, SubmitOptions  # noqa: E402
 from launcher.buildkite import BuildkiteLauncher  # noqa: E402
 from launcher.client import AuthError, BuildkiteClient  # noqa: E402
 from launcher.errors import InfraError, UsageError  # noqa: E402
 from launcher.gpus import load_registry  # noqa: E402
-from runner import codec  # noqa: E402
-from runner.contract import FullResult, RunnerExit  # noqa: E402
 
 PAYLOAD = {"lang": "cu", "mode": "test", "sources": {"submission.cu": "__global__ void k(){}"},
            "tests": [{"size": 128, "seed": 1}]}

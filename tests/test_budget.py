@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import pytest
 
+from contract import codec
+from contract.budget import phase_limits, phases_s
+from host.settings import HostSettings
 from launcher.buildkite import budget_for
 from launcher.local import _budget
-from runner import codec
-from runner.budget import phase_limits, phases_s
-from runner.host.settings import HostSettings
 
 MODES = ("test", "benchmark", "leaderboard", "private", "profile")
 SOURCES = {"eval.py": "print()", "submission.py": "x = 1"}

@@ -83,7 +83,7 @@ def test_unwritable_output_is_a_usage_error_after_the_verdict(tmp_path: Path) ->
 
 
 def test_vendor_check_summary_counts_the_failures() -> None:
-    from launcher.vendor.check import CheckResult, Status, format_table
+    from host.provision.check import CheckResult, Status, format_table
 
     results = [CheckResult("a", Status.FAIL, "x"), CheckResult("b", Status.PASS, "y"),
                CheckResult("c", Status.FAIL, "z"), CheckResult("d", Status.SKIP, "w")]

@@ -8,8 +8,8 @@ import zlib
 
 import pytest
 
-from runner import codec
-from runner.contract import MAX_SOURCES_BYTES
+from contract import codec
+from contract.models import MAX_SOURCES_BYTES
 from tests.bombs import b64_bomb
 
 

@@ -11,8 +11,8 @@ from typing import Optional
 
 import pytest
 
-from runner import codec
-from runner.contract import (
+from contract import codec
+from contract.models import (
     EXTENSION_KEY,
     CompileResult,
     EvalResult,

@@ -9,8 +9,9 @@ from typing import Any
 
 import pytest
 
-from runner.contract import FullResult, RunnerExit
-from runner.host.container import (
+from contract.models import FullResult, RunnerExit
+from contract.resultio import MAX_RESULT_BYTES, signature, write_result
+from host.container import (
     LABEL_GPU,
     LABEL_JOB,
     LABEL_SLOT,
@@ -18,9 +19,8 @@ from runner.host.container import (
     container_env,
     container_kwargs,
 )
-from runner.host.job import _collect
-from runner.host.settings import HostSettings, SettingsError, parse_size
-from runner.resultio import MAX_RESULT_BYTES, signature, write_result
+from host.job import _collect
+from host.settings import HostSettings, SettingsError, parse_size
 
 UUID = "GPU-8f6e2c1a-4b3d-11ee-9c2a-0242ac120002"
 OTHER = "GPU-00000000-1111-2222-3333-444444444444"
@@ -260,7 +260,7 @@ def test_fifo_result_json_does_not_hang_the_host(tmp_path: Path) -> None:
 
 
 def test_bad_max_payload_bytes_is_a_config_failure_not_a_traceback() -> None:
-    from runner.host.job import HostExit, run_job
+    from host.job import HostExit, run_job
 
     out = run_job("x", HostSettings(), host_env={"KITEBENCH_MAX_PAYLOAD_BYTES": "64MiB"},
                   client=object())

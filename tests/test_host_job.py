@@ -20,9 +20,9 @@ from typing import Any
 
 import pytest
 
-from runner import codec
-from runner.contract import FullResult
-from runner.host.container import LABEL_SLOT
+from contract import codec
+from contract.models import FullResult
+from host.container import LABEL_SLOT
 from tests.conftest import EXAMPLES, REPO
 from tests.docker_support import docker_client, encoded, ensure_test_image, py_payload
 
@@ -300,8 +300,8 @@ def test_engine_gone_mid_job_is_a_retryable_failure_with_a_result(
     still ends in a failed result with exit code INFRA (75, retried by the pipeline)."""
     import docker
 
-    from runner.host.job import HostExit, run_job
-    from runner.host.settings import HostSettings
+    from host.job import HostExit, run_job
+    from host.settings import HostSettings
 
     job = Job(tmp_path, image)
     own = docker.from_env(timeout=60)

@@ -7,9 +7,9 @@ from typing import Any
 
 import pytest
 
+from contract import codec
 from launcher.errors import InfraError
 from launcher.local_docker import docker_available, run_payload_in_docker
-from runner import codec
 from tests.docker_support import docker_client, ensure_test_image, py_payload
 
 

@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from runner.contract import EvalResult, FullResult, KitebenchInfo, RunResult, SystemInfo
-from runner.host.publish import MAX_ANNOTATION_BYTES, annotation, meta_data, publish
-from runner.resultio import write_result
+from contract.models import EvalResult, FullResult, KitebenchInfo, RunResult, SystemInfo
+from contract.resultio import write_result
+from host.publish import MAX_ANNOTATION_BYTES, annotation, meta_data, publish
 from tests.conftest import REPO
 
 AGENT = str(REPO / "tests" / "bin" / "buildkite-agent")

@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from launcher.image_validate import validate_image
+from host.image_validate import validate_image
 from tests.conftest import REPO
 from tests.docker_support import (
     BASE_IMAGE,
@@ -38,9 +38,10 @@ def test_dockerignore_sends_only_what_the_images_use() -> None:
                 if ln.strip() and not ln.startswith("#")]
     sent = exclude_paths(str(REPO), patterns, dockerfile="images/runner/Dockerfile")
     top = {p.split("/")[0] for p in sent}
-    assert top <= {"runner", "images", ".dockerignore"}, top
-    assert "runner/entry.py" in sent and "images/runner/requirements.txt" in sent
-    assert not any(p.startswith(("launcher/", "tests/", ".git/")) for p in sent)
+    assert top <= {"contract", "runner", "images", ".dockerignore"}, top
+    assert "runner/entry.py" in sent and "contract/models.py" in sent
+    assert "images/runner/requirements.txt" in sent
+    assert not any(p.startswith(("launcher/", "host/", "tests/", ".git/")) for p in sent)
 
 
 @pytest.mark.docker
@@ -58,8 +59,8 @@ def test_runner_image_builds_offline_and_holds_only_the_runner() -> None:
     probe = _run(client, image, (
         "import importlib.util as u, runner, numpy, pydantic;"
         "print(runner.__version__, numpy.__version__, pydantic.VERSION,"
-        " [m for m in ('click','requests','yaml','docker','launcher','torch','runner.host')"
-        "  if u.find_spec(m.split('.')[0]) and (m != 'runner.host' or u.find_spec(m))])"
+        " [m for m in ('click','requests','yaml','docker','launcher','host','torch')"
+        "  if u.find_spec(m)])"
     ))
     assert probe.startswith("0.1.0 2.2.6 2.13.4 []"), probe
 

@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from launcher.image_validate import PLAN, Report, validate_image
+from host.image_validate import PLAN, Report, validate_image
 from tests.conftest import REPO
 from tests.docker_support import docker_client, ensure_test_image
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from runner.contract import PyPayload
+from contract.models import PyPayload
 from runner.kernels import integrity
 from tests.judge_cheats import CHEATS, CORRECT, REFERENCE, STUB
 from tests.kernels_support import py_payload, run_runner
@@ -198,9 +198,9 @@ def test_reference_ceiling_passes_an_honest_foreign_run(runner_env) -> None:
 
 
 def test_integrity_failures_reach_the_report_and_the_annotation() -> None:
+    from contract.models import FullResult, IntegrityCheck, KitebenchInfo
+    from host.publish import annotation
     from launcher.report import render_result as render
-    from runner.contract import FullResult, IntegrityCheck, KitebenchInfo
-    from runner.host.publish import annotation
 
     result = FullResult(success=True, error="integrity check physical_floor failed: x",
                         kitebench=KitebenchInfo(integrity=[

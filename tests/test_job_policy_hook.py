@@ -18,11 +18,11 @@ from pathlib import Path
 import pytest
 import yaml
 
+from host.pipeline import render_pipeline, upload_pipeline
+from host.provision.plan import GpuInfo, KitSettings, plan_gpus
+from host.provision.render import write_files
+from host.provision.templates import ALLOWED_COMMAND, POLICY_HOOKS, render_files, render_hook
 from launcher.gpus import load_registry
-from launcher.pipeline import render_pipeline, upload_pipeline
-from launcher.vendor.plan import GpuInfo, KitSettings, plan_gpus
-from launcher.vendor.render import write_files
-from launcher.vendor.templates import ALLOWED_COMMAND, POLICY_HOOKS, render_files, render_hook
 from tests.conftest import REPO
 
 BASH = "/bin/bash"
@@ -296,7 +296,7 @@ def test_what_kitebench_submit_sends_passes(hooks, tmp_path):
 
 def test_the_ansible_role_installs_the_same_hooks():
     """The role's hook list (vars/main.yml) is the kit's: same names, same templates."""
-    from launcher.vendor.templates import HOOK_TEMPLATES
+    from host.provision.templates import HOOK_TEMPLATES
 
     role_vars = yaml.safe_load((REPO / "ansible/roles/kitebench_agent/vars/main.yml").read_text())
     assert {h["hook"]: h["src"] for h in role_vars["__kitebench_agent_hooks"]} == HOOK_TEMPLATES

@@ -8,8 +8,8 @@ from typing import Any
 
 import pytest
 
+from contract import codec
 from launcher.local_docker import run_payload_in_docker
-from runner import codec
 from tests.docker_support import docker_client, ensure_test_image
 from tests.judge_cheats import CHEATS, CORRECT, REFERENCE, STUB
 
@@ -47,7 +47,7 @@ def test_judge_in_docker(tmp_path: Path, name: str) -> None:
 @pytest.mark.docker
 @pytest.mark.parametrize("name", ["correct", "protocol_forge_exit", "input_alias"])
 def test_judge_under_kitebench_job(tmp_path: Path, name: str) -> None:
-    from runner.contract import dump_payload
+    from contract.models import dump_payload
     from tests.test_host_job import Job
 
     image = ensure_test_image(docker_client(), tag=IMAGE)

@@ -14,10 +14,10 @@ sys.path.insert(0, str(Path(__file__).parent))
 
 from bk_standin import BuildPlan, StandIn  # noqa: E402
 
+from contract.models import FullResult  # noqa: E402
 from launcher.buildkite import BuildkiteLauncher  # noqa: E402
 from launcher.client import BuildkiteClient  # noqa: E402
 from launcher.kernelbot import BuildkiteKernelbotLauncher, gpu_name, run_submission  # noqa: E402
-from runner.contract import FullResult  # noqa: E402
 
 CONFIG = {"lang": "py", "mode": "test", "main": "eval.py",
           "sources": {"eval.py": "print('hi')", "submission.py": "x = 1"},

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
+from contract import codec
 from launcher.task import build_payload
-from runner import codec
 from runner.kernels.compile import arch_flags, nvcc_command
 from tests.kernels_support import REPO, run_runner
 

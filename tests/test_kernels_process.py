@@ -61,8 +61,8 @@ def test_hang_is_killed_with_exit_114(runner_env, marker) -> None:
 
 def test_hang_in_harness_submission_is_killed(runner_env, marker) -> None:
     """The issue's case: a submission doing time.sleep(300) inside a task using the harness."""
+    from contract import codec
     from launcher.task import build_payload
-    from runner import codec
 
     sub = REPO / "examples" / "vectoradd_np" / "solutions" / "correct" / "submission.py"
     payload = build_payload(REPO / "examples" / "vectoradd_np", sub, overrides={"test_timeout": 5})

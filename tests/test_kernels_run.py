@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from runner import codec
-from runner.contract import CuPayload, PyPayload
+from contract import codec
+from contract.models import CuPayload, PyPayload
 from runner.kernels.execute import cases_for_run, run_names, score
 from runner.kernels.protocol import parse_popcorn
 from runner.kernels.workdir import format_case

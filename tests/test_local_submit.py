@@ -12,13 +12,13 @@ from pathlib import Path
 
 import pytest
 
+from contract.models import FullResult, KitebenchInfo
 from launcher import local
 from launcher.api import options, submit
 from launcher.base import StatusEvent
 from launcher.errors import UsageError
 from launcher.local import LocalLauncher
 from launcher.report import render_result
-from runner.contract import FullResult, KitebenchInfo
 from tests.conftest import missing_prereq
 from tests.kernels_support import REPO
 

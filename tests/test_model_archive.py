@@ -24,7 +24,7 @@ from pathlib import Path
 
 import pytest
 
-from runner import codec
+from contract import codec
 from runner.model import archive as arch
 from tests.conftest import REPO
 

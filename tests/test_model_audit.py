@@ -8,9 +8,9 @@ import re
 import stat
 from pathlib import Path
 
+from contract.models import BenchmarkShape, FullResult, KitebenchInfo, ModelConfig, ScoreInfo
+from host.publish import annotation
 from launcher.report import render_result as render
-from runner.contract import BenchmarkShape, FullResult, KitebenchInfo, ModelConfig, ScoreInfo
-from runner.host.publish import annotation
 from runner.model import audit, bench
 from runner.model.audit_job import stock_version
 

@@ -13,9 +13,9 @@ from pathlib import Path
 
 import pytest
 
+from contract.models import BenchmarkShape, ModelPayload
 from launcher.errors import TaskError, UsageError
 from launcher.model_task import build_model_payload
-from runner.contract import BenchmarkShape, ModelPayload
 from runner.model import bench, perplexity
 from runner.model.server import Server, ServerSpec, resolve_model
 from runner.model.util import StageError
@@ -405,7 +405,7 @@ def test_a_daemon_the_fork_leaves_does_not_outlive_the_job(tmp_path: Path) -> No
     with it gone."""
     import json
 
-    from runner import codec
+    from contract import codec
     from tests.conftest import REPO
 
     fake = tmp_path / "fake-python"

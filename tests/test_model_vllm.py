@@ -19,8 +19,8 @@ from pathlib import Path
 
 import pytest
 
+from contract import codec
 from launcher.model_task import build_model_payload
-from runner import codec
 from runner.model import perplexity
 from runner.model.install import base_env, installed_vllm_dir
 from runner.model.server import Server, ServerSpec

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from launcher.pipeline import INFRA_EXIT, upload_pipeline
+from host.pipeline import INFRA_EXIT, upload_pipeline
 from tests.conftest import REPO, missing_prereq
 
 PIPELINE = REPO / "pipeline.yml"

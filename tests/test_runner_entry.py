@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from runner import codec
-from runner.contract import MAX_SOURCES_BYTES, RunnerExit
+from contract import codec
+from contract.models import MAX_SOURCES_BYTES, RunnerExit
 from tests.bombs import b64_bomb, zlib_bomb
 from tests.conftest import PYTHON
 
@@ -148,7 +148,7 @@ def test_python_dash_m_runner_is_importable_without_control_plane_modules():
     """The runner image installs only runner + pydantic: importing it must not pull in click,
     requests, yaml, docker or launcher."""
     code = (
-        "import sys, runner.entry, runner.codec, runner.contract\n"
+        "import sys, runner.entry, contract.codec, contract.models\n"
         "bad = [m for m in ('click', 'requests', 'yaml', 'docker', 'launcher') if m in sys.modules]\n"
         "print(bad)"
     )

@@ -13,9 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from launcher.vendor.plan import GpuInfo, KitSettings, plan_gpus
-from launcher.vendor.render import write_files
-from launcher.vendor.templates import HOOKS, render_files
+from host.provision.plan import GpuInfo, KitSettings, plan_gpus
+from host.provision.render import write_files
+from host.provision.templates import HOOKS, render_files
 from tests.conftest import missing_prereq
 
 SYSTEM_UNITS = Path("/usr/lib/systemd/system")

@@ -10,10 +10,10 @@ from pathlib import Path
 
 import pytest
 
+from contract import codec
+from contract.models import CuPayload, PyPayload, dump_payload
 from launcher.errors import TaskError
 from launcher.task import build_config, build_payload, load_task
-from runner import codec
-from runner.contract import CuPayload, PyPayload, dump_payload
 from tests.taskdirs import write_cu_task, write_py_task
 
 

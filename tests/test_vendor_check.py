@@ -16,12 +16,12 @@ from pathlib import Path
 
 import pytest
 
+from host.provision.check import Status, run_checks
+from host.provision.host import Host, SubprocessRunner
+from host.provision.plan import GpuInfo, KitSettings, plan_gpus
+from host.provision.render import write_files
+from host.provision.templates import render_files
 from launcher.cli import main
-from launcher.vendor.check import Status, run_checks
-from launcher.vendor.host import Host, SubprocessRunner
-from launcher.vendor.plan import GpuInfo, KitSettings, plan_gpus
-from launcher.vendor.render import write_files
-from launcher.vendor.templates import render_files
 
 TOKEN = "bk-secret-token-value-4711"
 STANDIN = textwrap.dedent(

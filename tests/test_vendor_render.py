@@ -12,9 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from launcher.cli import main
-from launcher.errors import UsageError
-from launcher.vendor.plan import (
+from host.provision.plan import (
     GpuInfo,
     KitSettings,
     format_cpuset,
@@ -22,6 +20,8 @@ from launcher.vendor.plan import (
     parse_gpu_list,
     plan_gpus,
 )
+from launcher.cli import main
+from launcher.errors import UsageError
 from tests.conftest import missing_prereq
 
 UNITS = "etc/systemd/system"
@@ -222,8 +222,8 @@ def test_split_helpers():
 
 
 def rendered_hooks(tmp_path: Path, **kit) -> Path:
-    from launcher.vendor.render import write_files
-    from launcher.vendor.templates import render_files
+    from host.provision.render import write_files
+    from host.provision.templates import render_files
 
     gpus = [GpuInfo(index=0, uuid="GPU-visible-0", name="h100")]
     plans = plan_gpus(gpus, queue_for={0: "q"}, cpu_pool=[0, 1], memtotal_mib=8192)

@@ -21,13 +21,13 @@ sys.path.insert(0, str(Path(__file__).parent))
 
 from bk_standin import BuildPlan, StandIn  # noqa: E402
 
+from contract import codec  # noqa: E402
 from launcher.base import StatusEvent  # noqa: E402
 from launcher.buildkite import BuildkiteLauncher  # noqa: E402
 from launcher.client import BuildkiteClient  # noqa: E402
 from launcher.errors import UsageError  # noqa: E402
 from launcher.events import BuildEvents  # noqa: E402
 from launcher.webhook import WebhookAuth, WebhookServer, WebhookSettings  # noqa: E402
-from runner import codec  # noqa: E402
 
 SECRET = "whsec-0123456789abcdef-not-a-real-one"
 TOKEN = "whtok-abcdef0123456789-not-a-real-one"

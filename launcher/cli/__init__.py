@@ -15,8 +15,8 @@ import traceback
 
 import click
 
+from contract import __version__
 from launcher.errors import KitebenchError
-from runner import __version__
 
 #: command name → "module:attribute". Add a command by adding its module and one line here.
 COMMANDS: dict[str, str] = {

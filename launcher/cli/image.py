@@ -19,8 +19,8 @@ def image() -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
 def validate(image_ref: str, gpu: str | None, as_json: bool) -> int:
     """Check IMAGE check by check (PASS / FAIL / SKIP with a reason). Exit 1 on any FAIL."""
+    from host.image_validate import format_plan, format_table, validate_image
     from launcher.errors import InfraError
-    from launcher.image_validate import format_plan, format_table, validate_image
 
     try:
         import docker

@@ -1,4 +1,4 @@
-"""``kitebench job``: the pipeline step on a vendor GPU host (a thin shim over runner.host).
+"""``kitebench job``: the pipeline step on a vendor GPU host (a thin shim over host).
 
 Exit codes (pipeline.yml retries 75 automatically):
   0    the job ran; result.json holds the verdict, pass or fail
@@ -30,10 +30,10 @@ import click
 def job(result_path: Path, publish: bool | None, timeout_s: float | None, payload_env: str) -> int:
     """Run SUBMISSION_PAYLOAD in an isolated container pinned to this agent's GPU and publish
     result.json (artifact, meta-data, annotation). Isolation comes from KITEBENCH_* variables."""
-    from runner.host.job import HostExit, run_job
-    from runner.host.publish import publish as do_publish
-    from runner.host.settings import HostSettings, SettingsError
-    from runner.resultio import write_result
+    from contract.resultio import write_result
+    from host.job import HostExit, run_job
+    from host.publish import publish as do_publish
+    from host.settings import HostSettings, SettingsError
 
     env = dict(os.environ)
     cancel = threading.Event()
@@ -51,7 +51,7 @@ def job(result_path: Path, publish: bool | None, timeout_s: float | None, payloa
     try:
         settings = HostSettings.from_env(env)
     except SettingsError as e:
-        from runner.contract import FullResult, RunnerExit
+        from contract.models import FullResult, RunnerExit
 
         outcome_result = FullResult.failure(f"host misconfigured: {e}", "container", RunnerExit.INTERNAL)
         code = HostExit.CONFIG

@@ -8,8 +8,8 @@ import sys
 
 import click
 
+from contract.models import MODES
 from launcher.errors import UsageError
-from runner.contract import MODES
 
 
 @click.group()
@@ -26,9 +26,9 @@ def payload() -> None:
 @click.option("--no-limit", is_flag=True, help="Allow payloads over the 96 KiB inline limit.")
 def encode(task_dir: str, submission: str | None, mode: str, arch: str | None, as_json: bool, no_limit: bool) -> None:
     """Encode TASK_DIR/task.yml + a submission as a SUBMISSION_PAYLOAD value."""
+    from contract import codec
+    from contract.models import dump_payload
     from launcher.task import build_payload
-    from runner import codec
-    from runner.contract import dump_payload
 
     model = build_payload(task_dir, submission, mode=mode, arch=arch)
     if as_json:
@@ -46,8 +46,8 @@ def encode(task_dir: str, submission: str | None, mode: str, arch: str | None, a
 @click.option("--raw", is_flag=True, help="Print the JSON as decoded, without validating it.")
 def decode(path: str | None, raw: bool) -> None:
     """Decode a payload (from --file, stdin, or $SUBMISSION_PAYLOAD) and print it as JSON."""
-    from runner import codec
-    from runner.contract import dump_payload
+    from contract import codec
+    from contract.models import dump_payload
 
     if path == "-" or (path is None and not os.environ.get("SUBMISSION_PAYLOAD") and not sys.stdin.isatty()):
         text: str | None = sys.stdin.read()

@@ -18,9 +18,9 @@ def pipeline() -> None:
 def render_cmd(gpus_file: Path | None) -> None:
     """Print one `kitebench job` step per GPU queue, each guarded by
     if: build.env("GPU_QUEUE") == "<queue>", for the pipeline settings' YAML editor."""
+    from host.pipeline import render
     from launcher.errors import UsageError
     from launcher.gpus import load_registry
-    from launcher.pipeline import render
 
     registry = load_registry(gpus_file)
     if not registry.gpus:

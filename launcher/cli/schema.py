@@ -11,7 +11,7 @@ import click
 @click.argument("which", type=click.Choice(["payload", "result"]))
 def schema(which: str) -> None:
     """Print the JSON Schema of the payload or of result.json."""
-    from runner.contract import payload_json_schema, result_json_schema
+    from contract.models import payload_json_schema, result_json_schema
 
     doc = payload_json_schema() if which == "payload" else result_json_schema()
     click.echo(json.dumps(doc, indent=2))

@@ -10,9 +10,9 @@ from pathlib import Path
 
 import click
 
+from contract.models import MODES
 from launcher.base import StatusEvent
 from launcher.cli.wait import webhook_options
-from runner.contract import MODES
 
 #: RunnerExit → CLI exit code (an interrupted run is an infrastructure outcome here).
 _EXIT = {0: 0, 1: 1, 2: 2, 3: 3, 4: 3}
@@ -135,10 +135,10 @@ def submit(
     webhook_host: str,
 ) -> int:
     """Run a submission against TASK_DIR (a reference-kernels task.yml dir) and print the verdict."""
+    from contract.resultio import exit_code_for, write_result
     from launcher.api import options, submit_options
     from launcher.errors import UsageError
     from launcher.report import render_result
-    from runner.resultio import exit_code_for, write_result
 
     opts = options(
         task_dir,

@@ -73,10 +73,10 @@ def render(
     """Write the per-GPU agent units, drop-ins, slices and hooks."""
     from pydantic import ValidationError
 
+    from host.provision.host import Host
+    from host.provision.plan import KitSettings, parse_size_mib
+    from host.provision.render import render as do_render
     from launcher.errors import UsageError
-    from launcher.vendor.host import Host
-    from launcher.vendor.plan import KitSettings, parse_size_mib
-    from launcher.vendor.render import render as do_render
 
     try:
         kit = KitSettings(
@@ -139,8 +139,8 @@ def render(
 def check(as_json: bool, root: Path, min_free_gb: float) -> None:
     """Go-live checklist: agents, GPU binding, slices, Docker, image, token, hooks, job policy,
     disk. Exit 1 on FAIL."""
-    from launcher.vendor.check import Status, format_table, run_checks
-    from launcher.vendor.host import Host
+    from host.provision.check import Status, format_table, run_checks
+    from host.provision.host import Host
 
     results = run_checks(Host(root=root), min_free_gib=min_free_gb)
     failed = any(r.status == Status.FAIL for r in results)

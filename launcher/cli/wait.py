@@ -76,8 +76,8 @@ def status_printer(quiet: bool = False) -> Callable[[Any], None]:
 def emit_result(result: Any, as_json: bool, output: Path | None) -> int:
     """Print (and optionally save) a result; return the exit code: 0 passed, 1 the submission
     failed, 3 infrastructure (including a build that was cancelled or lost its agent)."""
-    from runner.contract import RunnerExit
-    from runner.resultio import exit_code_for, write_result
+    from contract.models import RunnerExit
+    from contract.resultio import exit_code_for, write_result
 
     if output is not None:
         write_result(result, output.parent, output.name)

@@ -8,7 +8,7 @@ import subprocess
 from collections.abc import Mapping
 from pathlib import Path
 
-from runner.contract import COMPILE_TIMEOUT_S, CompileResult, CuPayload
+from contract.models import COMPILE_TIMEOUT_S, CompileResult, CuPayload
 from runner.kernels.process import run_process
 
 BINARY_NAME = "eval.out"

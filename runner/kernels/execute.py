@@ -10,8 +10,7 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
-from runner.context import RunContext
-from runner.contract import (
+from contract.models import (
     CompileResult,
     CuPayload,
     EvalResult,
@@ -31,6 +30,7 @@ from runner.contract import (
     runs_for_mode,
     runs_passed,
 )
+from runner.context import RunContext
 from runner.kernels import compile as nvcc
 from runner.kernels import integrity
 from runner.kernels.environment import child_env

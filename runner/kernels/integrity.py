@@ -27,7 +27,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from runner.contract import CuPayload, IntegrityCheck, PyPayload, RunResult
+from contract.models import CuPayload, IntegrityCheck, PyPayload, RunResult
 from runner.kernels.judged import judge_options
 from runner.kernels.workdir import CASES_NAME, cases_text, private_dir, write_files
 
@@ -112,7 +112,7 @@ def secret_recheck(
     if run.passed:
         return IntegrityCheck(check="secret_recheck", verdict="pass",
                               detail=f"tests passed again with a fresh secret seed ({run.duration:.2f} s)")
-    from runner.contract import EvalResult
+    from contract.models import EvalResult
 
     now = job_now()
     why = describe_failure("secret recheck", EvalResult(start=now, end=now, run=run))

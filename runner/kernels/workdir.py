@@ -7,8 +7,8 @@ import tempfile
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 
+from contract.models import TestCase
 from runner import sandbox
-from runner.contract import TestCase
 
 CASES_NAME = "cases.txt"
 

@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import IO
 
-from runner.codec import format_size
+from contract.codec import format_size
 
 _CHUNK = 1 << 16
 

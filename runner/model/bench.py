@@ -16,7 +16,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from runner.contract import BenchmarkShape, ScoreInfo
+from contract.models import BenchmarkShape, ScoreInfo
 from runner.model.util import StageError, tail, tail_file
 
 DRIVER = Path(__file__).with_name("bench_driver.py")

@@ -17,8 +17,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from runner.context import RunContext
-from runner.contract import (
+from contract.models import (
     EvalResult,
     FullResult,
     KitebenchInfo,
@@ -27,6 +26,7 @@ from runner.contract import (
     RunnerExit,
     runs_for_mode,
 )
+from runner.context import RunContext
 from runner.kernels.process import (
     become_subreaper,
     children_now,

@@ -36,7 +36,7 @@ from typing import Any
 
 import yaml
 
-from runner.contract import FullResult
+from contract.models import FullResult
 from tests.conftest import EXAMPLES, REPO, missing_prereq
 
 HERE = Path(__file__).resolve().parent
@@ -442,8 +442,8 @@ def run_case(world: World, mode: str, case: str) -> Outcome:
     creates = [c for c in creates if not os.path.lexists(c)]
     t0 = time.monotonic()
     if mode == "job":
+        from contract import codec
         from launcher.task import build_payload
-        from runner import codec
 
         job_dir = out_dir
         env.update(_docker_env(world, run_tmp, token))

@@ -10,9 +10,9 @@ import time
 
 import pytest
 
+from contract.models import EvalResult, FullResult, KitebenchInfo, RunResult, SystemInfo
+from host.publish import annotation
 from launcher.report import render_result
-from runner.contract import EvalResult, FullResult, KitebenchInfo, RunResult, SystemInfo
-from runner.host.publish import annotation
 from runner.kernels.execute import _first_error, _hold_to_cases, describe_failure, one_line, score
 from runner.kernels.protocol import (
     MAX_KEYS,

@@ -7,7 +7,7 @@ that no waiter gives up on a job that is still within every limit of its own pha
 
 from __future__ import annotations
 
-from runner.contract import (
+from contract.models import (
     COMPILE_TIMEOUT_S,
     CuPayload,
     ModelPayload,

@@ -1,7 +1,7 @@
 """``kitebench image validate IMAGE``: is this runner image fit to go live on a GPU host?
 
 Each check gives PASS / FAIL / SKIP with a reason a vendor can act on. Containers run with the
-vendor host's isolation (runner.host.container.container_kwargs: read-only root, no network,
+vendor host's isolation (host.container.container_kwargs: read-only root, no network,
 non-root, limits), so an image that passes here behaves the same under ``kitebench job``.
 The image is never pulled. GPU checks SKIP without ``--gpu`` or without an NVIDIA runtime.
 """
@@ -68,7 +68,7 @@ if nvcc:
 try:
     import runner
     out["runner"] = runner.__version__
-    import runner.entry, runner.contract
+    import runner.entry, contract.models
 except Exception as e:
     out["runner_error"] = f"{type(e).__name__}: {e}"
 try:
@@ -168,8 +168,8 @@ class _Container:
         from requests.exceptions import ConnectionError as ReqConnectionError
         from requests.exceptions import ReadTimeout
 
-        from runner.host.container import container_kwargs
-        from runner.resultio import ResultFileError, new_key, read_result
+        from contract.resultio import ResultFileError, new_key, read_result
+        from host.container import container_kwargs
 
         work = Path(tempfile.mkdtemp(prefix="kitebench-validate-"))
         out = work / "out"
@@ -214,7 +214,7 @@ class _Container:
 
 
 def _payload_env(script: str, **extra: Any) -> dict[str, str]:
-    from runner import codec
+    from contract import codec
 
     data: dict[str, Any] = {"lang": "py", "mode": "test", "main": "main.py",
                             "sources": {"main.py": script}, "tests": [{"size": 1}]}
@@ -242,7 +242,7 @@ def validate_image(
     on_result: Callable[[CheckResult], None] | None = None,
 ) -> Report:
     """Run every check of :data:`PLAN` against ``image`` (present on this docker engine)."""
-    from runner.host.settings import HostSettings
+    from host.settings import HostSettings
 
     report = Report(image=image, gpu=gpu)
     titles = {cid: title for cid, title, _ in PLAN}

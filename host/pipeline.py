@@ -18,7 +18,7 @@ import yaml
 
 from launcher.gpus import GpuRegistry
 
-#: ``kitebench job`` exit codes Buildkite should retry (see runner.host.job.HostExit).
+#: ``kitebench job`` exit codes Buildkite should retry (see host.job.HostExit).
 INFRA_EXIT = 75
 TIMEOUT_MINUTES = 120
 RETRY_LIMIT = 2

@@ -32,7 +32,7 @@ from pydantic import (
     model_validator,
 )
 
-from runner import __version__
+from contract import __version__
 
 CONTRACT_VERSION = 1
 

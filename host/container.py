@@ -20,7 +20,7 @@ Why each setting (see docs/vendor-host.md):
   capability at all. Root without DAC_OVERRIDE cannot read or write what the submission owns,
   so it only ever writes its own files;
 - the output dir is bind-mounted inside a 0700 root tmpfs (:data:`VERDICT_DIR`): the submission
-  cannot even reach it; result.json is signed with a per-job key (runner.resultio) that only
+  cannot even reach it; result.json is signed with a per-job key (contract.resultio) that only
   PID 1's environment holds;
 - an environment ALLOW-LIST: the payload and runner settings, nothing from the agent (never
   ``BUILDKITE_AGENT_ACCESS_TOKEN``); labels say which Buildkite job and GPU a container serves.
@@ -31,9 +31,9 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from contract.resultio import KEY_ENV
+from host.settings import HostSettings, parse_size
 from runner import sandbox
-from runner.host.settings import HostSettings, parse_size
-from runner.resultio import KEY_ENV
 
 #: A root-only (0700) tmpfs: the output dir is mounted inside it, out of the submission's reach.
 VERDICT_DIR = "/kitebench/verdict"

@@ -17,11 +17,10 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
 
-from launcher.errors import UsageError
-from launcher.vendor.host import Host
-from launcher.vendor.plan import KitSettings, parse_cpulist, parse_nvidia_smi
-from launcher.vendor.render import NVIDIA_SMI_QUERY
-from launcher.vendor.templates import (
+from host.provision.host import Host
+from host.provision.plan import KitSettings, parse_cpulist, parse_nvidia_smi
+from host.provision.render import NVIDIA_SMI_QUERY
+from host.provision.templates import (
     AGENT_UNIT,
     DROPIN_NAME,
     HOOKS,
@@ -31,6 +30,7 @@ from launcher.vendor.templates import (
     gpu_slice,
     render_hook,
 )
+from launcher.errors import UsageError
 
 DEFAULT_TOKEN_FILE = "/etc/kitebench/agent-token.env"
 DEFAULT_HOOKS_DIR = "/etc/kitebench/hooks"

@@ -33,7 +33,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from runner.budget import phases_s
+from contract.budget import phases_s
 
 DEFAULT_IMAGE = "kitebench-runner:latest"
 DEFAULT_PIDS_LIMIT = 4096

@@ -24,12 +24,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from runner import codec
-from runner.contract import FullResult, KitebenchInfo, RunnerExit
-from runner.host.cgroup import PidsWatch
-from runner.host.container import LABEL_SLOT, RUNNER_CAPS, container_kwargs
-from runner.host.settings import HostSettings, human_size
-from runner.resultio import RESULT_NAME, ResultFileError, new_key, read_result
+from contract import codec
+from contract.models import FullResult, KitebenchInfo, RunnerExit
+from contract.resultio import RESULT_NAME, ResultFileError, new_key, read_result
+from host.cgroup import PidsWatch
+from host.container import LABEL_SLOT, RUNNER_CAPS, container_kwargs
+from host.settings import HostSettings, human_size
 
 #: Seconds between checks of the cancel flag while waiting for the container.
 POLL_S = 1.0

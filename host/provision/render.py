@@ -11,9 +11,8 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from launcher.errors import InfraError, UsageError
-from launcher.vendor.host import Host
-from launcher.vendor.plan import (
+from host.provision.host import Host
+from host.provision.plan import (
     GpuInfo,
     GpuPlan,
     KitSettings,
@@ -22,7 +21,8 @@ from launcher.vendor.plan import (
     parse_nvidia_smi,
     plan_gpus,
 )
-from launcher.vendor.templates import DROPIN_NAME, UNIT_DIR, RenderedFile, render_files
+from host.provision.templates import DROPIN_NAME, UNIT_DIR, RenderedFile, render_files
+from launcher.errors import InfraError, UsageError
 
 NVIDIA_SMI_QUERY = ["--query-gpu=index,uuid,name", "--format=csv,noheader"]
 

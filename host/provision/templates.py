@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from launcher.vendor.plan import GpuPlan, KitSettings
+from host.provision.plan import GpuPlan, KitSettings
 
 TEMPLATE_DIR = Path(__file__).resolve().parent / "templates"
 UNIT_DIR = "/etc/systemd/system"
@@ -29,7 +29,7 @@ HOOKS = tuple(HOOK_TEMPLATES)
 #: The hooks whose content must be exactly what render produces (they use no host setting).
 POLICY_HOOKS = ("pre-bootstrap", "pre-command")
 #: The one command the job policy lets an agent run: the step of pipeline.yml and of
-#: ``kitebench pipeline render`` (launcher.pipeline). The hook spells it out; tests tie the two.
+#: ``kitebench pipeline render`` (host.pipeline). The hook spells it out; tests tie the two.
 ALLOWED_COMMAND = "kitebench job"
 
 
