@@ -17,12 +17,9 @@ It behaves like the real API where kitebench depends on it (see the Buildkite re
 * simulated builds: scheduled → running (agent assigned) → passed/failed, or canceling → canceled,
   driven by a :class:`VirtualClock` whose ``scale`` speeds simulated time up (the benchmark runs
   minutes of API traffic in seconds; tests keep scale 1 or speed it up);
-* webhooks (:meth:`StandIn.add_webhook`): real HTTP POSTs, as Buildkite's notification service
-  sends them, at the moment a build changes state: ``ping`` when added, then ``build.scheduled``,
-  ``build.running``, ``job.started``, ``job.finished``, ``build.finished`` (the ones subscribed),
-  body ``{"event", "build" (no jobs), "job" (job events), "pipeline", "sender"}``, headers
-  ``X-Buildkite-Event`` and either ``X-Buildkite-Token`` or ``X-Buildkite-Signature:
-  timestamp=T,signature=hex(HMAC-SHA256(secret, "T.<body>"))``; ``lose`` drops chosen deliveries.
+* webhooks (:meth:`StandIn.add_webhook`, sent by ``tests/bk_webhooks.py``): real HTTP POSTs at
+  the moment a build changes state, signed or with a token, as Buildkite's notification service
+  sends them.
 
 What each build does is decided by ``planner(create_body) -> BuildPlan``.
 """
@@ -32,7 +29,6 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import hashlib
-import hmac
 import json
 import math
 import re
@@ -42,13 +38,12 @@ import threading
 import time
 import uuid
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit
 
-import requests
+from bk_webhooks import Delivery, Notifier, Webhook
 
 from contract.models import FullResult, KitebenchInfo, SystemInfo
 
@@ -113,28 +108,6 @@ class Fault:
     kind: str  #: 500 | 500_after | drop | drop_after | slow | slow_after
     times: int = 1
     delay_s: float = 0.0  #: real seconds, for slow*
-
-
-@dataclass
-class Webhook:
-    """One registered webhook (organisation notification service)."""
-
-    url: str
-    token: str | None = None
-    secret: str | None = None
-    events: frozenset[str] = frozenset({"build.finished", "job.finished"})
-    #: ``lose(event_name, build_number) -> True`` drops that delivery (a lost POST)
-    lose: Callable[[str, int | None], bool] | None = None
-    #: added to the signature timestamp (negative: an old, replayed-looking delivery)
-    skew_s: float = 0.0
-
-
-@dataclass
-class Delivery:
-    event: str
-    build: int | None
-    status: int  #: the receiver's answer; 0 = lost or no answer
-    t: float  #: simulated time it was sent
 
 
 @dataclass
@@ -214,11 +187,7 @@ class StandIn:
         self._next_number = 1
         self._api: ThreadingHTTPServer | None = None
         self._store: ThreadingHTTPServer | None = None
-        self.webhooks: list[Webhook] = []
-        self.deliveries: list[Delivery] = []
-        self._notifier: threading.Thread | None = None
-        self._senders: ThreadPoolExecutor | None = None
-        self._stopping = threading.Event()
+        self.notifier = Notifier(self)
 
     # -- lifecycle -------------------------------------------------------------------------------
 
@@ -228,11 +197,7 @@ class StandIn:
         return self
 
     def stop(self) -> None:
-        self._stopping.set()
-        if self._notifier is not None:
-            self._notifier.join(timeout=5)
-        if self._senders is not None:
-            self._senders.shutdown(wait=True, cancel_futures=True)
+        self.notifier.stop()
         for srv in (self._api, self._store):
             if srv is not None:
                 srv.shutdown()
@@ -386,86 +351,15 @@ class StandIn:
     def _pipe_path(self) -> str:
         return f"/organizations/{self.org}/pipelines/{self.pipeline}"
 
-    # -- webhooks --------------------------------------------------------------------------------
+    # -- webhooks (sent by bk_webhooks.Notifier) ---------------------------------------------
 
-    def add_webhook(self, url: str, *, token: str | None = None, secret: str | None = None,
-                    events: tuple[str, ...] | None = None,
-                    lose: Callable[[str, int | None], bool] | None = None,
-                    skew_s: float = 0.0) -> Webhook:
-        """Register a webhook; Buildkite pings it at once, then sends the subscribed events."""
-        hook = Webhook(url, token, secret, frozenset(events) if events else Webhook.events,
-                       lose, skew_s)
-        with self.lock:
-            self.webhooks.append(hook)
-            if self._senders is None:
-                self._senders = ThreadPoolExecutor(8, thread_name_prefix="standin-webhook")
-                self._notifier = threading.Thread(target=self._notify_loop, daemon=True,
-                                                  name="standin-notifier")
-                self._notifier.start()
-        self._deliver(hook, "ping", {"event": "ping", "service": {"provider": "webhook"},
-                                     "organization": {"slug": self.org},
-                                     "sender": {"name": "kitebench tests"}}, None)
-        return hook
+    def add_webhook(self, url: str, **kw: Any) -> Webhook:
+        """Register a webhook (see :meth:`bk_webhooks.Notifier.add`)."""
+        return self.notifier.add(url, **kw)
 
-    def _notify_loop(self) -> None:
-        """Send each build's events when simulated time passes its transitions."""
-        while not self._stopping.wait(0.01):
-            due: list[tuple[str, _Build, dict[str, Any]]] = []
-            with self.lock:
-                now = self.clock.now()
-                for b in self.builds.values():
-                    state = self._state(b, now)
-                    steps = ["build.scheduled"]
-                    if state != "scheduled" and now >= b.start_at and (
-                            b.cancel_at is None or b.cancel_at >= b.start_at):
-                        steps += ["build.running", "job.started"]
-                    if state in FINISHED:
-                        steps += ["job.finished", "build.finished"]
-                    for name in steps:
-                        if name not in b.notified:
-                            b.notified.add(name)
-                            build = self._build_json(b, now, jobs=False)
-                            doc: dict[str, Any] = {"event": name, "build": build}
-                            if name.startswith("job."):
-                                doc["job"] = self._job_json(b, now)
-                                if name == "job.finished":
-                                    build["state"] = "running"  # the build ends after its job
-                            due.append((name, b, doc))
-                hooks = list(self.webhooks)
-            for name, b, doc in due:
-                doc.update(pipeline={"slug": self.pipeline, "name": self.pipeline},
-                           sender={"id": "u-1", "name": "kitebench tests"})
-                for hook in hooks:
-                    if name in hook.events:
-                        self._deliver(hook, name, doc, b.number)
-
-    def _deliver(self, hook: Webhook, name: str, doc: dict[str, Any], number: int | None) -> None:
-        t = self.clock.now()
-        if hook.lose is not None and hook.lose(name, number):
-            with self.lock:
-                self.deliveries.append(Delivery(name, number, 0, t))
-            return
-        body = json.dumps(doc).encode()
-        headers = {"Content-Type": "application/json", "User-Agent": "Buildkite-Request",
-                   "X-Buildkite-Event": name}
-        if hook.secret is not None:
-            stamp = str(int(time.time() + hook.skew_s))
-            sig = hmac.new(hook.secret.encode(), stamp.encode() + b"." + body,
-                           hashlib.sha256).hexdigest()
-            headers["X-Buildkite-Signature"] = f"timestamp={stamp},signature={sig}"
-        elif hook.token is not None:
-            headers["X-Buildkite-Token"] = hook.token
-
-        def send() -> None:
-            try:
-                status = requests.post(hook.url, data=body, headers=headers, timeout=10).status_code
-            except requests.RequestException:
-                status = 0
-            with self.lock:
-                self.deliveries.append(Delivery(name, number, status, t))
-
-        assert self._senders is not None
-        self._senders.submit(send)
+    @property
+    def deliveries(self) -> list[Delivery]:
+        return self.notifier.deliveries
 
     # -- rate limit ------------------------------------------------------------------------------
 
