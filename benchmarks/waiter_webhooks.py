@@ -131,7 +131,11 @@ def baseline(ref: str, n: int, scale: float, seed: int) -> dict[str, Any]:
         tar = Path(tmp) / "code.tar"
         tar.write_bytes(archive)
         with tarfile.open(tar) as tf:
-            tf.extractall(tmp, filter="data")
+            # Our own archive; the "data" filter where this Python has it (3.11.4+).
+            if hasattr(tarfile, "data_filter"):
+                tf.extractall(tmp, filter="data")
+            else:
+                tf.extractall(tmp)
         out = subprocess.run(
             [sys.executable, __file__, "--scenario", "polling", "--code", tmp,
              "--builds", str(n), "--scale", str(scale), "--seed", str(seed)],
