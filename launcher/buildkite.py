@@ -45,7 +45,7 @@ from launcher.collect import ResultCollector, error_text
 from launcher.errors import InfraError, KitebenchError, UsageError
 from launcher.events import BuildEvents
 from launcher.follow import DEFAULT_WAIT_S, Follower, Item
-from launcher.webhook import WebhookAuth, WebhookServer, WebhookSettings
+from launcher.webhook import DEFAULT_HOST, WebhookAuth, WebhookServer, WebhookSettings
 
 log = logging.getLogger("kitebench.buildkite")
 
@@ -158,7 +158,7 @@ class BuildkiteLauncher:
         client = BuildkiteClient(org=extra.get("org"), pipeline=extra.get("pipeline"),
                                  base_url=extra.get("api_url"))
         port = extra.get("webhook_port")
-        webhook = (WebhookSettings(port=int(port), host=extra.get("webhook_host") or "127.0.0.1",
+        webhook = (WebhookSettings(port=int(port), host=extra.get("webhook_host") or DEFAULT_HOST,
                                    auth=WebhookAuth.from_env())
                    if port is not None else None)
         return cls(
@@ -246,7 +246,7 @@ class BuildkiteLauncher:
             raise UsageError(e.message) from None
         budget = timeout_s or self.timeout_s or budget_for(model)
         return Item(index=index, kitebench_id=uuid.uuid4().hex, encoded=encoded,
-                     message=self._message(model), budget_s=budget)
+                    message=self._message(model), budget_s=budget)
 
     def _message(self, model: Any) -> str:
         target = self.gpu or self.queue or "?"

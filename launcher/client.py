@@ -11,6 +11,7 @@ Policy (idempotent create, polling, batching) lives in :mod:`launcher.buildkite`
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import hashlib
 import logging
 import os
@@ -101,11 +102,11 @@ class BuildkiteClient:
         base_url: str | None = None,
         session: requests.Session | None = None,
         timeout: Timeout = DEFAULT_TIMEOUT,
-        max_retries: int = 4,
-        backoff_s: float = 0.5,
-        max_rate_wait_s: float = 90.0,
-        max_rate_waits: int = 5,
         retry: RetryPolicy | None = None,
+        max_retries: int | None = None,
+        backoff_s: float | None = None,
+        max_rate_wait_s: float | None = None,
+        max_rate_waits: int | None = None,
         rate_gate: bool = True,
         reserve: int = 4,
         clock: Callable[[], float] = time.monotonic,
@@ -139,10 +140,11 @@ class BuildkiteClient:
             session.mount("https://", adapter)
         self._session = session
         self.timeout = timeout
-        #: every call's retry decisions (the keyword arguments above build it when not given)
-        self.retry = retry or RetryPolicy(max_retries=max_retries, backoff_s=backoff_s,
-                                          max_rate_wait_s=max_rate_wait_s,
-                                          max_rate_waits=max_rate_waits)
+        # Every call's retry decisions; the single keyword arguments override its defaults.
+        overrides = {k: v for k, v in (("max_retries", max_retries), ("backoff_s", backoff_s),
+                                       ("max_rate_wait_s", max_rate_wait_s),
+                                       ("max_rate_waits", max_rate_waits)) if v is not None}
+        self.retry = dataclasses.replace(retry or RetryPolicy(), **overrides)
         self.reserve = reserve
         self.clock = clock
         self.sleep = sleep

@@ -90,7 +90,7 @@ class RateGate:
               ("user", "RateLimit-User-Remaining", "RateLimit-User-Reset"))
 
     def __init__(self, *, clock: Callable[[], float], sleep: Callable[[float], None],
-                 max_wait: float = 90.0) -> None:
+                 max_wait: float) -> None:
         self._clock = clock
         self._sleep = sleep
         self._max_wait = max_wait

@@ -30,15 +30,16 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
-from socketserver import ThreadingMixIn
 from typing import Any
-from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
-from launcher.bk_errors import ConfigError
+from launcher.errors import UsageError
 from launcher.events import BuildEvents
 
 log = logging.getLogger("kitebench.webhook")
 
+#: Where a receiver listens unless told otherwise: loopback (a TLS proxy in front faces Buildkite).
+DEFAULT_HOST = "127.0.0.1"
+DEFAULT_PORT = 8787
 TOKEN_ENV = "KITEBENCH_WEBHOOK_TOKEN"
 SECRET_ENV = "KITEBENCH_WEBHOOK_SECRET"
 #: Seconds a signed delivery's timestamp may be away from our clock.
@@ -48,6 +49,10 @@ MAX_BODY_BYTES = 1024 * 1024
 
 WSGIEnviron = Mapping[str, Any]
 StartResponse = Callable[..., Any]
+
+
+class WebhookConfigError(UsageError):
+    """The receiver cannot be set up (no or two secrets, the port is taken)."""
 
 
 class WebhookRefused(Exception):
@@ -65,7 +70,7 @@ class WebhookAuth:
                  window_s: float = DEFAULT_WINDOW_S,
                  clock: Callable[[], float] = time.time) -> None:
         if bool(token) == bool(secret):
-            raise ConfigError(f"webhook: set exactly one of {TOKEN_ENV} (token mode) or "
+            raise WebhookConfigError(f"webhook: set exactly one of {TOKEN_ENV} (token mode) or "
                               f"{SECRET_ENV} (signature mode)")
         self.mode = "token" if token else "signature"
         self._key = (token or secret or "").encode()
@@ -172,18 +177,9 @@ def _reply(start_response: StartResponse, status: int, doc: dict[str, Any],
 class WebhookSettings:
     """Where to listen and how deliveries authenticate (``kitebench ... --webhook-port``)."""
 
-    port: int
-    host: str = "127.0.0.1"
+    port: int = DEFAULT_PORT
+    host: str = DEFAULT_HOST
     auth: WebhookAuth | None = None  #: None: from the environment when the server starts
-
-
-class _ThreadingWSGIServer(ThreadingMixIn, WSGIServer):
-    daemon_threads = True
-
-
-class _QuietHandler(WSGIRequestHandler):
-    def log_message(self, format: str, *args: Any) -> None:
-        log.debug("%s " + format, self.address_string(), *args)
 
 
 class WebhookServer:
@@ -193,15 +189,25 @@ class WebhookServer:
         self.settings = settings
         self.app = WebhookApp(settings.auth or WebhookAuth.from_env(), events)
         self.events = events
-        self._srv: WSGIServer | None = None
+        self._srv: Any = None
 
     def start(self) -> WebhookServer:
+        # Imported here: http.server and friends cost tens of ms that CLI start-up need not pay.
+        from socketserver import ThreadingMixIn
+        from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
+
+        class Server(ThreadingMixIn, WSGIServer):
+            daemon_threads = True
+
+        class QuietHandler(WSGIRequestHandler):
+            def log_message(self, format: str, *args: Any) -> None:
+                log.debug("%s " + format, self.address_string(), *args)
+
         try:
             self._srv = make_server(self.settings.host, self.settings.port, self.app,
-                                    server_class=_ThreadingWSGIServer,
-                                    handler_class=_QuietHandler)
+                                    server_class=Server, handler_class=QuietHandler)
         except OSError as e:
-            raise ConfigError(f"webhook: cannot listen on {self.settings.host}:"
+            raise WebhookConfigError(f"webhook: cannot listen on {self.settings.host}:"
                               f"{self.settings.port}: {e.strerror or e}") from None
         threading.Thread(target=self._srv.serve_forever, args=(0.05,), daemon=True,
                          name="kitebench-webhook").start()

@@ -11,6 +11,8 @@ from typing import Any
 
 import click
 
+from launcher.webhook import DEFAULT_HOST
+
 F = Callable[..., Any]
 
 
@@ -28,7 +30,7 @@ def buildkite_options(f: F) -> F:
 
 def webhook_options(f: F) -> F:
     """--webhook-port / --webhook-host: receive Buildkite's webhooks while waiting."""
-    f = click.option("--webhook-host", default="127.0.0.1", show_default=True,
+    f = click.option("--webhook-host", default=DEFAULT_HOST, show_default=True,
                      help="Address the webhook receiver listens on.")(f)
     f = click.option("--webhook-port", type=click.IntRange(1, 65535), default=None,
                      help="Receive Buildkite webhooks on this port while waiting and poll only "
@@ -38,7 +40,7 @@ def webhook_options(f: F) -> F:
 
 
 def make_launcher(org: str | None, pipeline: str | None, api_url: str | None,
-                  webhook_port: int | None = None, webhook_host: str = "127.0.0.1") -> Any:
+                  webhook_port: int | None = None, webhook_host: str = DEFAULT_HOST) -> Any:
     from launcher.buildkite import BuildkiteLauncher
     from launcher.client import BuildkiteClient
 

@@ -13,6 +13,8 @@ from typing import Any
 
 import click
 
+from launcher.webhook import DEFAULT_HOST, DEFAULT_PORT
+
 
 def event_line(event: dict[str, Any]) -> str:
     """One JSON line for a verified event (no secrets: the body never carries them)."""
@@ -51,9 +53,9 @@ def webhook() -> None:
 
 
 @webhook.command("serve")
-@click.option("--port", type=click.IntRange(0, 65535), default=8787, show_default=True,
+@click.option("--port", type=click.IntRange(0, 65535), default=DEFAULT_PORT, show_default=True,
               help="Port to listen on.")
-@click.option("--host", default="127.0.0.1", show_default=True,
+@click.option("--host", default=DEFAULT_HOST, show_default=True,
               help="Address to listen on (put a TLS proxy in front for Buildkite to reach it).")
 def serve(port: int, host: str) -> None:
     """Verify deliveries (KITEBENCH_WEBHOOK_SECRET: signature mode, or KITEBENCH_WEBHOOK_TOKEN:
