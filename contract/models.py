@@ -20,7 +20,7 @@ import datetime as _dt
 import enum
 import math
 import posixpath
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, get_args
 
 from pydantic import (
     AliasChoices,
@@ -53,8 +53,10 @@ MAX_TIMEOUT_S = 24 * 3600
 MAX_CASES = 10_000
 
 Mode = Literal["test", "benchmark", "leaderboard", "private", "profile"]
-MODES: tuple[str, ...] = ("test", "benchmark", "leaderboard", "private", "profile")
-LANGS: tuple[str, ...] = ("py", "cu", "model")
+Lang = Literal["py", "cu", "model"]
+#: Derived from the types, so a mode or lang is named once.
+MODES: tuple[str, ...] = get_args(Mode)
+LANGS: tuple[str, ...] = get_args(Lang)
 RankingBy = Literal["last", "mean", "geom", "custom"]
 
 #: The field's default timeouts (seconds).

@@ -260,9 +260,9 @@ def validate_image(
                 add(cid, "SKIP", reason)
 
     if client is None:
-        import docker
+        from host.engine import docker_client
 
-        client = docker.from_env(timeout=120)
+        client = docker_client()
     from docker.errors import ImageNotFound
 
     # -- image present ---------------------------------------------------------------------

@@ -27,9 +27,10 @@ from typing import Any
 from contract import codec
 from contract.models import FullResult, KitebenchInfo, RunnerExit
 from contract.resultio import RESULT_NAME, ResultFileError, new_key, read_result
+from host import engine
 from host.cgroup import PidsWatch
 from host.container import LABEL_SLOT, RUNNER_CAPS, container_kwargs
-from host.settings import HostSettings, human_size
+from host.settings import HostSettings
 
 #: Seconds between checks of the cancel flag while waiting for the container.
 POLL_S = 1.0
@@ -115,24 +116,17 @@ def run_job(
         return JobOutcome(result, e.exit_code, {"container": e.message})
     except Exception as e:  # e.g. the engine went away: docker-py raises requests' errors then
         iso["container_started"] = iso.get("container_started", False)
-        msg = f"docker engine error during the job: {type(e).__name__}: {_short(e)}"
+        msg = f"docker engine error during the job: {type(e).__name__}: {engine.short(e)}"
         result = FullResult.failure(msg, "container", RunnerExit.INTERNAL, isolation=iso)
         return JobOutcome(result, HostExit.INFRA, {"container": msg})
 
 
 def docker_client(timeout: int = API_TIMEOUT_S) -> Any:
-    """A docker client from the environment (DOCKER_HOST...), or :class:`_Failure` (INFRA)."""
+    """A docker client from the environment (DOCKER_HOST...), or :class:`_Failure`."""
     try:
-        import docker
-        from docker.errors import DockerException
-    except ImportError:
-        raise _Failure("the docker SDK is not installed (pip install docker)", HostExit.CONFIG) from None
-    try:
-        client = docker.from_env(timeout=timeout)
-        client.ping()
-    except DockerException as e:
-        raise _Failure(f"docker engine unavailable: {_short(e)}", HostExit.INFRA) from None
-    return client
+        return engine.docker_client(timeout)
+    except engine.EngineUnavailable as e:
+        raise _Failure(e.message, HostExit.CONFIG if e.sdk_missing else HostExit.INFRA) from None
 
 
 def _run(
@@ -157,7 +151,7 @@ def _run(
             HostExit.CONFIG,
         ) from None
     except DockerException as e:
-        raise _Failure(f"docker engine error looking up {image}: {_short(e)}", HostExit.INFRA) from None
+        raise _Failure(f"docker engine error looking up {image}: {engine.short(e)}", HostExit.INFRA) from None
     iso["image_id"] = img.id
     digests = img.attrs.get("RepoDigests") or []
     iso["image_digest"] = digests[0] if digests else img.id
@@ -187,7 +181,7 @@ def _run(
             container = client.containers.create(**kwargs)
             container.start()
         except APIError as e:
-            raise _Failure(f"the container could not start: {_short(e)}", HostExit.INFRA) from None
+            raise _Failure(f"the container could not start: {engine.short(e)}", HostExit.INFRA) from None
         iso["container_started"] = True
         container.reload()
         pid = int(container.attrs.get("State", {}).get("Pid") or 0)
@@ -199,14 +193,11 @@ def _run(
         iso["container_exit_code"] = state.get("ExitCode")
         iso["oom_killed"] = bool(state.get("OOMKilled"))
         iso["timed_out"] = waited == "timeout"
-        iso["pids_limit_hits"] = pids.max_events
         logs = _logs(container)
         result = _collect(out, state, waited, budget, settings, pids.max_events, logs, key)
-        seen_by_runner = result.kitebench.details.get("pids_limit_hits")
-        if isinstance(seen_by_runner, int):
-            iso["pids_limit_hits"] = max(seen_by_runner, pids.max_events or 0)
+        iso["pids_limit_hits"] = _pids_hits(pids.max_events, result)
     except DockerException as e:
-        raise _Failure(f"docker engine error during the job: {_short(e)}", HostExit.INFRA) from None
+        raise _Failure(f"docker engine error during the job: {engine.short(e)}", HostExit.INFRA) from None
     finally:
         if container is not None:
             t0 = time.monotonic()
@@ -275,6 +266,13 @@ def _logs(container: Any) -> str:
     return raw.decode("utf-8", "replace").strip()
 
 
+def _pids_hits(watched: int | None, result: FullResult) -> int | None:
+    """Forks the pids limit refused: the larger of the host's watch of the container's cgroup
+    and the runner's own reading of it (the watch can miss events of a short container)."""
+    seen = result.kitebench.details.get("pids_limit_hits")
+    return max(seen, watched or 0) if isinstance(seen, int) else watched
+
+
 def _collect(
     out: Path,
     state: Mapping[str, Any],
@@ -318,14 +316,12 @@ def _collect(
         info.stage, info.exit_code = "interrupted", int(RunnerExit.INTERRUPTED)
         info.interrupted, info.passed = True, False
     if oom:
-        limit = human_size(settings.memory_bytes) if settings.memory_bytes else "none set"
+        limit = codec.format_size(settings.memory_bytes) if settings.memory_bytes else "none set"
         prefix = (prefix + "; " if prefix else "") + f"out of memory (limit {limit})"
         info.passed = False
         if fallback:
             info.exit_code = int(RunnerExit.FAILED)
-    seen_by_runner = info.details.get("pids_limit_hits")
-    if isinstance(seen_by_runner, int) and seen_by_runner > (pids_hits or 0):
-        pids_hits = seen_by_runner
+    pids_hits = _pids_hits(pids_hits, result)
     if pids_hits:
         note = f"process limit reached (pids limit {settings.pids_limit}): {pids_hits} forks refused"
         info.warnings.append(note)
@@ -345,7 +341,7 @@ def _settings_facts(s: HostSettings) -> dict[str, Any]:
         "gpu_uuid": s.gpu_uuid,
         "gpu_index": s.gpu_index,
         "cpuset": s.cpuset,
-        "memory": human_size(s.memory_bytes) if s.memory_bytes else None,
+        "memory": codec.format_size(s.memory_bytes) if s.memory_bytes else None,
         "memory_bytes": s.memory_bytes,
         "pids_limit": s.pids_limit,
         "network": "none (loopback only)",
@@ -357,6 +353,3 @@ def _settings_facts(s: HostSettings) -> dict[str, Any]:
     }
 
 
-def _short(e: BaseException, limit: int = 300) -> str:
-    text = " ".join(str(e).split())
-    return text if len(text) <= limit else text[: limit - 3] + "..."

@@ -16,10 +16,9 @@ from typing import Any
 
 import yaml
 
+from host.job import HostExit
 from launcher.gpus import GpuRegistry
 
-#: ``kitebench job`` exit codes Buildkite should retry (see host.job.HostExit).
-INFRA_EXIT = 75
 TIMEOUT_MINUTES = 120
 RETRY_LIMIT = 2
 
@@ -43,7 +42,7 @@ def job_step(queue: str, *, key: str = "kitebench-job", condition: str | None = 
         "retry": {
             "automatic": [
                 {"exit_status": -1, "limit": RETRY_LIMIT},  # agent lost
-                {"exit_status": INFRA_EXIT, "limit": RETRY_LIMIT},  # docker / publishing failed
+                {"exit_status": int(HostExit.INFRA), "limit": RETRY_LIMIT},  # docker / publishing failed
                 {"signal_reason": "agent_stop", "limit": RETRY_LIMIT},  # agent shut down mid-job
             ],
             "manual": {"permit_on_passed": False},

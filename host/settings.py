@@ -44,7 +44,8 @@ DEFAULT_USER = "10001:10001"
 _SIZE = re.compile(r"^(\d+)([bkmg]?)$", re.IGNORECASE)
 _UNITS = {"": 1, "b": 1, "k": 2**10, "m": 2**20, "g": 2**30}
 _CPUSET = re.compile(r"^\d+(-\d+)?(,\d+(-\d+)?)*$")
-_GPU_UUID = re.compile(r"^(GPU|MIG)-[0-9A-Za-z/-]+$")
+#: A GPU or MIG instance UUID as nvidia-smi prints it (the one pattern; provisioning uses it too).
+GPU_UUID = re.compile(r"^(GPU|MIG)-[0-9A-Za-z/-]+$")
 
 
 class SettingsError(ValueError):
@@ -57,14 +58,6 @@ def parse_size(text: str) -> int:
     if not m:
         raise ValueError(f"not a size like 512m or 64g: {text!r}")
     return int(m.group(1)) * _UNITS[m.group(2).lower()]
-
-
-def human_size(n: int) -> str:
-    for unit, scale in (("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
-        if n >= scale and n % (scale // 1024 or 1) == 0:
-            v = n / scale
-            return f"{v:g} {unit}" if v == int(v) else f"{v:.1f} {unit}"
-    return f"{n} B"
 
 
 class HostSettings(BaseModel):
@@ -92,7 +85,7 @@ class HostSettings(BaseModel):
     @field_validator("gpu_uuid")
     @classmethod
     def _uuid(cls, v: str | None) -> str | None:
-        if v is not None and not _GPU_UUID.match(v):
+        if v is not None and not GPU_UUID.match(v):
             raise ValueError(f"must look like GPU-xxxxxxxx-... or MIG-...: {v!r}")
         return v
 

@@ -1,4 +1,4 @@
-"""``--backend local --isolation docker``: the vendor host's wrapper (host), on this machine.
+"""``--backend local --isolation docker``: the vendor host's job wrapper, on this machine.
 
 The same code path as ``kitebench job`` (same image, same isolation), minus Buildkite: no
 publishing, and no GPU unless ``KITEBENCH_GPU_UUID``/``KITEBENCH_GPU_INDEX`` says which one.
@@ -15,23 +15,19 @@ from pathlib import Path
 from typing import Any
 
 from contract.models import FullResult
+from host.settings import DEFAULT_IMAGE
 from launcher.base import StatusCallback, StatusEvent
 from launcher.errors import InfraError, UsageError
-
-DEFAULT_IMAGE = "kitebench-runner:test"
 
 
 def docker_available(timeout_s: float = 5) -> bool:
     """True when the docker SDK is installed and an engine answers a ping."""
-    try:
-        import docker
+    from host.engine import EngineUnavailable, docker_client
 
-        client = docker.from_env(timeout=int(max(1, timeout_s)))
-        try:
-            return bool(client.ping())
-        finally:
-            client.close()
-    except Exception:  # no SDK, no socket, permission denied, engine down
+    try:
+        docker_client(timeout_s).close()
+        return True
+    except EngineUnavailable:  # no SDK, no socket, permission denied, engine down
         return False
 
 
@@ -45,10 +41,10 @@ def image_for(payload: Any, env: Mapping[str, str] | None = None) -> str | None:
 
 
 def image_present(image: str, timeout_s: float = 10) -> bool:
-    try:
-        import docker
+    from host.engine import docker_client
 
-        client = docker.from_env(timeout=int(max(1, timeout_s)))
+    try:
+        client = docker_client(timeout_s)
         try:
             client.images.get(image)
             return True

@@ -1,31 +1,13 @@
-"""Shared test helpers.
-
-Prerequisites that a developer's machine may lack (a Docker engine, the CPU vLLM venv) make their
-tests SKIP locally, but FAIL in CI (``KITEBENCH_REQUIRE_PREREQS=1``, set by ``.ci/run``), so a
-broken CI setup can never pass by skipping everything.
-"""
+"""Fixtures shared by the tests (plain helpers and paths: ``tests.common``)."""
 
 from __future__ import annotations
 
 import os
-import sys
 from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parent.parent
-EXAMPLES = REPO / "examples"
-
-
-def prereqs_required() -> bool:
-    return os.environ.get("KITEBENCH_REQUIRE_PREREQS") == "1"
-
-
-def missing_prereq(reason: str) -> None:
-    """Skip (developer machine) or fail (CI) a test whose prerequisite is absent."""
-    if prereqs_required():
-        pytest.fail(f"prerequisite missing in CI: {reason}", pytrace=False)
-    pytest.skip(reason)
+from tests.common import REPO
 
 
 @pytest.fixture
@@ -37,6 +19,3 @@ def runner_env(tmp_path: Path) -> dict[str, str]:
     env["KITEBENCH_OUTPUT_DIR"] = str(out)
     env["PYTHONPATH"] = str(REPO) + os.pathsep + env.get("PYTHONPATH", "")
     return env
-
-
-PYTHON = sys.executable

@@ -18,7 +18,7 @@ import zipfile
 from pathlib import Path
 from typing import Any
 
-from tests.conftest import REPO, missing_prereq
+from tests.common import REPO, missing_prereq
 
 BASE_IMAGE = "kitebench-base:bookworm"
 TEST_IMAGE = "kitebench-runner:test"
@@ -29,15 +29,14 @@ WHEELS = CACHE / "wheels"
 
 def docker_client() -> Any:
     """A live docker client, or skip (locally) / fail (CI) the test."""
-    try:
-        import docker
+    from host.engine import EngineUnavailable
+    from host.engine import docker_client as engine_client
 
-        client = docker.from_env(timeout=120)
-        client.ping()
-    except Exception as e:  # no SDK, no socket, engine down
-        missing_prereq(f"no Docker engine: {type(e).__name__}: {e}")
+    try:
+        return engine_client()
+    except EngineUnavailable as e:
+        missing_prereq(f"no Docker engine: {e.message}")
         raise  # unreachable: missing_prereq raises
-    return client
 
 
 def require_base(client: Any) -> None:

@@ -7,7 +7,7 @@ import os
 import shutil
 import subprocess
 
-from tests.conftest import REPO, missing_prereq
+from tests.common import REPO, missing_prereq
 
 ANSIBLE_DIR = REPO / "ansible"
 

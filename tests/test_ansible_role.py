@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import REPO, missing_prereq
+from tests.common import REPO, missing_prereq
 
 pytestmark = pytest.mark.slow
 

@@ -236,3 +236,27 @@ def test_schema_command_prints_json_schema():
                              capture_output=True, text=True, check=True).stdout
         doc = json.loads(out)
         assert doc["$schema"].startswith("https://json-schema.org/")
+
+
+def test_modes_and_langs_are_named_once() -> None:
+    from typing import get_args
+
+    from contract import models
+    from runner.harness import protocol
+
+    assert get_args(models.Mode) == models.MODES and "private" in models.MODES
+    assert set(models.LANGS) == {get_args(m.model_fields["lang"].annotation)[0]
+                                 for m in (models.PyPayload, models.CuPayload, models.ModelPayload)}
+    assert set(protocol.MODES) == set(models.MODES) - {"private"}  # private runs as leaderboard
+
+
+def test_one_ranking_combiner() -> None:
+    from contract.ranking import combine
+
+    assert combine([2.0, 8.0], "last") == 8.0
+    assert combine([2.0, 8.0], "mean") == 5.0
+    assert combine([2.0, 8.0], "geom") == pytest.approx(4.0)
+    for bad in ([], [1.0, 0.0], [1.0, float("nan")], [float("inf")], [-1.0]):
+        assert combine(bad, "mean") is None, bad
+    with pytest.raises(ValueError):
+        combine([1.0], "custom")

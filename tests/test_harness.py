@@ -25,7 +25,7 @@ from runner.harness import (
     parse_case,
     run_mode,
 )
-from tests.conftest import missing_prereq
+from tests.common import missing_prereq
 from tests.kernels_support import REPO
 
 

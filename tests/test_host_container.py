@@ -298,5 +298,5 @@ def test_missing_result_json_reports_exit_code_and_logs(tmp_path: Path) -> None:
 def test_oom_is_reported_with_the_limit(tmp_path: Path) -> None:
     r = _collect(tmp_path, {"ExitCode": 137, "OOMKilled": True}, "exited", 60,
                  HostSettings(memory_bytes=256 * 2**20), None, "", KEY)
-    assert r.error.startswith("out of memory (limit 256 MiB)")
+    assert r.error.startswith("out of memory (limit 256.0 MiB)")
     assert r.passed is False

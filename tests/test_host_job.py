@@ -23,7 +23,7 @@ import pytest
 from contract import codec
 from contract.models import FullResult
 from host.container import LABEL_SLOT
-from tests.conftest import EXAMPLES, REPO
+from tests.common import EXAMPLES, REPO
 from tests.docker_support import docker_client, encoded, ensure_test_image, py_payload
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow]
@@ -197,7 +197,7 @@ def test_memory_hog_is_reported_as_out_of_memory(tmp_path: Path, image: str) -> 
     assert proc.returncode == 0, proc.stderr
     r = job.result
     assert r.passed is False
-    assert r.error.startswith("out of memory (limit 256 MiB)"), r.error
+    assert r.error.startswith("out of memory (limit 256.0 MiB)"), r.error
     assert r.kitebench.isolation["oom_killed"] is True
 
 

@@ -12,7 +12,7 @@ import pytest
 from contract.models import EvalResult, FullResult, KitebenchInfo, RunResult, SystemInfo
 from contract.resultio import write_result
 from host.publish import MAX_ANNOTATION_BYTES, annotation, meta_data, publish
-from tests.conftest import REPO
+from tests.common import REPO
 
 AGENT = str(REPO / "tests" / "bin" / "buildkite-agent")
 

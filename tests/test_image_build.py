@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from host.image_validate import validate_image
-from tests.conftest import REPO
+from tests.common import REPO
 from tests.docker_support import (
     BASE_IMAGE,
     build,

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from host.image_validate import PLAN, Report, validate_image
-from tests.conftest import REPO
+from tests.common import REPO
 from tests.docker_support import docker_client, ensure_test_image
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow]

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -23,7 +22,7 @@ from host.provision.plan import GpuInfo, KitSettings, plan_gpus
 from host.provision.render import write_files
 from host.provision.templates import ALLOWED_COMMAND, POLICY_HOOKS, render_files, render_hook
 from launcher.gpus import load_registry
-from tests.conftest import REPO
+from tests.common import REPO
 
 BASH = "/bin/bash"
 #: What Buildkite itself puts into a kitebench job (a trimmed but realistic set).
@@ -269,11 +268,9 @@ def test_no_environment_file_is_refused(hooks, tmp_path):
 def test_what_kitebench_submit_sends_passes(hooks, tmp_path):
     """The build env of a real `kitebench submit` (against the stand-in Buildkite API) is
     exactly what the hook and the agent's env allow-list let through."""
-    sys.path.insert(0, str(Path(__file__).parent))
-    from bk_standin import BuildPlan, StandIn, passing_result
-
     from launcher.buildkite import BuildkiteLauncher
     from launcher.client import BuildkiteClient
+    from tests.bk_standin import BuildPlan, StandIn, passing_result
 
     payload = {
         "lang": "cu",

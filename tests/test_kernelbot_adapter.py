@@ -4,20 +4,15 @@ from __future__ import annotations
 
 import asyncio
 import enum
-import sys
-from pathlib import Path
 from typing import Any
 
 import pytest
-
-sys.path.insert(0, str(Path(__file__).parent))
-
-from bk_standin import BuildPlan, StandIn  # noqa: E402
 
 from contract.models import FullResult  # noqa: E402
 from launcher.buildkite import BuildkiteLauncher  # noqa: E402
 from launcher.client import BuildkiteClient  # noqa: E402
 from launcher.kernelbot import BuildkiteKernelbotLauncher, gpu_name, run_submission  # noqa: E402
+from tests.bk_standin import BuildPlan, StandIn
 
 CONFIG = {"lang": "py", "mode": "test", "main": "eval.py",
           "sources": {"eval.py": "print('hi')", "submission.py": "x = 1"},

@@ -19,7 +19,7 @@ from launcher.base import StatusEvent
 from launcher.errors import UsageError
 from launcher.local import LocalLauncher
 from launcher.report import render_result
-from tests.conftest import missing_prereq
+from tests.common import missing_prereq
 from tests.kernels_support import REPO
 
 EXAMPLES = REPO / "examples"

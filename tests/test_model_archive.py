@@ -26,7 +26,7 @@ import pytest
 
 from contract import codec
 from runner.model import archive as arch
-from tests.conftest import REPO
+from tests.common import REPO
 
 LIMITS = arch.Limits(max_archive_bytes=1 << 20, max_files=50, max_bytes=1 << 20)
 

@@ -19,7 +19,7 @@ from launcher.model_task import build_model_payload
 from runner.model import bench, perplexity
 from runner.model.server import Server, ServerSpec, resolve_model
 from runner.model.util import StageError
-from tests.conftest import EXAMPLES
+from tests.common import EXAMPLES
 
 TASK = EXAMPLES / "vllm_tiny"
 
@@ -406,7 +406,7 @@ def test_a_daemon_the_fork_leaves_does_not_outlive_the_job(tmp_path: Path) -> No
     import json
 
     from contract import codec
-    from tests.conftest import REPO
+    from tests.common import REPO
 
     fake = tmp_path / "fake-python"
     pidfile = tmp_path / "daemon.pid"

@@ -24,7 +24,7 @@ from launcher.model_task import build_model_payload
 from runner.model import perplexity
 from runner.model.install import base_env, installed_vllm_dir
 from runner.model.server import Server, ServerSpec
-from tests.conftest import EXAMPLES, REPO, missing_prereq
+from tests.common import EXAMPLES, REPO, missing_prereq
 
 pytestmark = [pytest.mark.vllm, pytest.mark.slow]
 

@@ -11,8 +11,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from host.pipeline import INFRA_EXIT, upload_pipeline
-from tests.conftest import REPO, missing_prereq
+from host.job import HostExit
+from host.pipeline import upload_pipeline
+from tests.common import REPO, missing_prereq
 
 PIPELINE = REPO / "pipeline.yml"
 
@@ -54,7 +55,7 @@ def test_pipeline_yml_is_the_step_the_code_describes() -> None:
     assert step["artifact_paths"] == "result.json"
     assert step["timeout_in_minutes"] > 0
     statuses = [r.get("exit_status") for r in step["retry"]["automatic"]]
-    assert -1 in statuses and INFRA_EXIT in statuses
+    assert -1 in statuses and HostExit.INFRA in statuses
     assert 0 not in statuses and 78 not in statuses  # a verdict / a broken host: no retry
 
 

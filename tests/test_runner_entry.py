@@ -14,7 +14,7 @@ import pytest
 from contract import codec
 from contract.models import MAX_SOURCES_BYTES, RunnerExit
 from tests.bombs import b64_bomb, zlib_bomb
-from tests.conftest import PYTHON
+from tests.common import PYTHON
 
 
 def _enc(obj) -> str:

@@ -16,7 +16,7 @@ import pytest
 from host.provision.plan import GpuInfo, KitSettings, plan_gpus
 from host.provision.render import write_files
 from host.provision.templates import HOOKS, render_files
-from tests.conftest import missing_prereq
+from tests.common import missing_prereq
 
 SYSTEM_UNITS = Path("/usr/lib/systemd/system")
 DOCKER_UNIT = "[Unit]\nDescription=Docker\n[Service]\nExecStart=/usr/bin/dockerd\n"

@@ -22,7 +22,7 @@ from host.provision.plan import (
 )
 from launcher.cli import main
 from launcher.errors import UsageError
-from tests.conftest import missing_prereq
+from tests.common import missing_prereq
 
 UNITS = "etc/systemd/system"
 H100 = "NVIDIA H100 80GB HBM3"

@@ -14,11 +14,12 @@ from typing import Annotated
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
+from host.container import LABEL_JOB
+from host.settings import DEFAULT_IMAGE, DEFAULT_PIDS_LIMIT, GPU_UUID
 from launcher.errors import UsageError
 
 _TAG_VALUE = re.compile(r"^[A-Za-z0-9._-]+$")
 _EXTRA_TAG = re.compile(r"^[A-Za-z0-9._-]+=[A-Za-z0-9._-]+$")
-_GPU_UUID = re.compile(r"^(GPU|MIG)-[A-Za-z0-9/-]+$")
 _IMAGE = re.compile(r"^[A-Za-z0-9._/:@-]+$")
 _ABS_PATH = re.compile(r"^/[A-Za-z0-9._/@+-]*$")
 _NAME = re.compile(r"^[a-z_][a-z0-9_-]*$")
@@ -50,11 +51,11 @@ class KitSettings(BaseModel):
     agent_bin: AbsPath = "/usr/bin/buildkite-agent"
     token_file: AbsPath = "/etc/kitebench/agent-token.env"
     hooks_dir: AbsPath = "/etc/kitebench/hooks"
-    image: Annotated[str, _matching(_IMAGE, "image")] = "kitebench-runner:latest"
-    pids_limit: int = Field(4096, ge=16)
+    image: Annotated[str, _matching(_IMAGE, "image")] = DEFAULT_IMAGE
+    pids_limit: int = Field(DEFAULT_PIDS_LIMIT, ge=16)
     # Put job containers into the GPU's slice too (docker's systemd cgroup driver only).
     cgroup_parent: bool = False
-    job_label: Annotated[str, _matching(_TAG_VALUE, "label")] = "dev.kitebench.buildkite-job-id"
+    job_label: Annotated[str, _matching(_TAG_VALUE, "label")] = LABEL_JOB
     extra_tags: tuple[Annotated[str, _matching(_EXTRA_TAG, "tag")], ...] = ()
     # Signed pipelines: the public JWKS the agents verify job signatures with (None = off).
     verification_jwks_file: AbsPath | None = None
@@ -69,7 +70,7 @@ class GpuInfo(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     index: int = Field(ge=0)
-    uuid: Annotated[str, _matching(_GPU_UUID, "GPU UUID")]
+    uuid: Annotated[str, _matching(GPU_UUID, "GPU UUID")]
     name: Annotated[str, _matching(re.compile(r"^[^\x00-\x1f\x7f]+$"), "GPU name")] = Field(
         min_length=1, max_length=200
     )
@@ -81,7 +82,7 @@ class GpuPlan(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     index: int = Field(ge=0)
-    uuid: Annotated[str, _matching(_GPU_UUID, "GPU UUID")]
+    uuid: Annotated[str, _matching(GPU_UUID, "GPU UUID")]
     model: TagValue
     queue: TagValue
     cpuset: Annotated[str, _matching(re.compile(r"^[0-9]+([-,][0-9]+)*$"), "cpuset")]
@@ -159,6 +160,10 @@ def parse_size_mib(text: str) -> int:
     return int(n * factor)
 
 
+#: Memory kept for the host when splitting MemTotal over the GPUs (the Ansible role's default too).
+DEFAULT_RESERVE_MEMORY_MIB = 4096
+
+
 def plan_gpus(
     gpus: list[GpuInfo],
     *,
@@ -166,7 +171,7 @@ def plan_gpus(
     cpu_pool: list[int],
     memtotal_mib: int,
     reserve_cpus: int = 0,
-    reserve_memory_mib: int = 4096,
+    reserve_memory_mib: int = DEFAULT_RESERVE_MEMORY_MIB,
 ) -> list[GpuPlan]:
     """Split the CPU pool and memory evenly over ``gpus`` (sorted by index)."""
     if not gpus:

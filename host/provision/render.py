@@ -13,6 +13,7 @@ from pathlib import Path
 
 from host.provision.host import Host
 from host.provision.plan import (
+    DEFAULT_RESERVE_MEMORY_MIB,
     GpuInfo,
     GpuPlan,
     KitSettings,
@@ -85,7 +86,7 @@ def plan_host(
     cpus: str | None = None,
     memtotal_mib: int | None = None,
     reserve_cpus: int = 0,
-    reserve_memory_mib: int = 4096,
+    reserve_memory_mib: int = DEFAULT_RESERVE_MEMORY_MIB,
 ) -> list[GpuPlan]:
     gpus = discover_gpus(host, kit.nvidia_smi) if gpus_spec == "auto" else parse_gpu_list(gpus_spec)
     if not gpus:

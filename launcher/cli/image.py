@@ -19,19 +19,14 @@ def image() -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
 def validate(image_ref: str, gpu: str | None, as_json: bool) -> int:
     """Check IMAGE check by check (PASS / FAIL / SKIP with a reason). Exit 1 on any FAIL."""
+    from host.engine import EngineUnavailable, docker_client
     from host.image_validate import format_plan, format_table, validate_image
     from launcher.errors import InfraError
 
     try:
-        import docker
-        from docker.errors import DockerException
-
-        client = docker.from_env(timeout=120)
-        client.ping()
-    except ImportError:
-        raise InfraError("the docker SDK is not installed (pip install docker)") from None
-    except DockerException as e:
-        raise InfraError(f"docker engine unavailable: {' '.join(str(e).split())[:300]}") from None
+        client = docker_client()
+    except EngineUnavailable as e:
+        raise InfraError(e.message) from None
 
     if not as_json:
         click.echo(format_plan(image_ref, gpu))

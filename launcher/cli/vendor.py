@@ -7,6 +7,10 @@ from pathlib import Path
 
 import click
 
+from host.provision.plan import DEFAULT_RESERVE_MEMORY_MIB, KitSettings
+
+#: The CLI's defaults are the settings model's: one place for each.
+_KIT = KitSettings()
 
 @click.group()
 def vendor() -> None:
@@ -29,7 +33,7 @@ def vendor() -> None:
     show_default=True,
     help="Root to write into (the host's / installs; another dir previews).",
 )
-@click.option("--image", default="kitebench-runner:latest", show_default=True, help="Runner image.")
+@click.option("--image", default=_KIT.image, show_default=True, help="Runner image.")
 @click.option("--cpus", help="CPU pool to split, e.g. 0-63 [default: the online CPUs].")
 @click.option("--memory-total", help="Memory to split, e.g. 512G [default: MemTotal].")
 @click.option(
@@ -39,11 +43,12 @@ def vendor() -> None:
     show_default=True,
     help="CPUs kept for the host (taken from the start of the pool).",
 )
-@click.option("--reserve-memory", default="4G", show_default=True, help="Memory kept for the host.")
-@click.option("--pids-limit", type=click.IntRange(min=16), default=4096, show_default=True)
+@click.option("--reserve-memory", default=f"{DEFAULT_RESERVE_MEMORY_MIB}M", show_default=True,
+              help="Memory kept for the host.")
+@click.option("--pids-limit", type=click.IntRange(min=16), default=_KIT.pids_limit, show_default=True)
 @click.option("--tag", "extra_tags", multiple=True, help="Extra agent tag KEY=VALUE (repeatable).")
-@click.option("--agent-bin", default="/usr/bin/buildkite-agent", show_default=True)
-@click.option("--user", default="buildkite-agent", show_default=True, help="Agent user.")
+@click.option("--agent-bin", default=_KIT.agent_bin, show_default=True)
+@click.option("--user", default=_KIT.user, show_default=True, help="Agent user.")
 @click.option(
     "--verification-jwks-file",
     help="Signed pipelines: public JWKS on this host the agents verify step signatures with.",
@@ -74,7 +79,7 @@ def render(
     from pydantic import ValidationError
 
     from host.provision.host import Host
-    from host.provision.plan import KitSettings, parse_size_mib
+    from host.provision.plan import parse_size_mib
     from host.provision.render import render as do_render
     from launcher.errors import UsageError
 

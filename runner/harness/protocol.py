@@ -14,6 +14,8 @@ EXIT_PIPE_FAILED = 111
 EXIT_VALIDATE_FAIL = 112
 EXIT_TEST_SPEC = 113
 
+#: The harness's own modes (``eval.py MODE CASES``): the contract's ``private`` runs as
+#: ``leaderboard`` (a test checks these stay a subset of the contract's modes).
 MODES = ("test", "benchmark", "leaderboard", "profile")
 Case = dict[str, Any]
 

@@ -10,6 +10,7 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
+from contract import ranking
 from contract.models import (
     CompileResult,
     CuPayload,
@@ -106,14 +107,9 @@ def score(result: dict[str, str], ranking_by: str, cases: int | None = None) -> 
         return None
     count = bounded_count(result, "benchmark", cases)
     means = [mean_ns(result, i) for i in range(count)]
-    if not means or any(m is None or not math.isfinite(m) or m <= 0 for m in means):
+    if any(m is None for m in means):
         return None
-    secs = [m / 1e9 for m in means if m is not None]
-    if ranking_by == "last":
-        return secs[-1]
-    if ranking_by == "geom":
-        return math.exp(sum(math.log(s) for s in secs) / len(secs))
-    return sum(secs) / len(secs)
+    return ranking.combine([m / 1e9 for m in means if m is not None], ranking_by)
 
 
 def describe_failure(name: str, ev: EvalResult, cases: int | None = None) -> str:

@@ -16,6 +16,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from contract import ranking
 from contract.models import BenchmarkShape, ScoreInfo
 from runner.model.util import StageError, tail, tail_file
 
@@ -236,14 +237,13 @@ def metric_of(r: ShapeResult, metric: str) -> float:
 
 
 def combine(values: list[float], ranking_by: str) -> float:
-    """Shapes → one score, the field's way: last (default), mean, or geometric mean."""
-    if ranking_by == "mean":
-        return sum(values) / len(values)
-    if ranking_by == "geom":
-        if any(v <= 0 for v in values):
-            raise StageError("benchmark", "geometric mean of a ranking metric that is not positive")
-        return math.exp(sum(math.log(v) for v in values) / len(values))
-    return values[-1]
+    """Shapes → one score (:func:`contract.ranking.combine`; ``custom`` means ``last`` here:
+    the benchmark client has no score of its own)."""
+    score = ranking.combine(values, "last" if ranking_by == "custom" else ranking_by)
+    if score is None:
+        raise StageError("benchmark", "the ranking metric is not a positive number in every "
+                                      f"shape ({values}): no score")
+    return score
 
 
 def result_strings(results: list[ShapeResult]) -> dict[str, str]:

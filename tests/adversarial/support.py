@@ -37,7 +37,7 @@ from typing import Any
 import yaml
 
 from contract.models import FullResult
-from tests.conftest import EXAMPLES, REPO, missing_prereq
+from tests.common import EXAMPLES, REPO, missing_prereq
 
 HERE = Path(__file__).resolve().parent
 ATTACKS_DIR = HERE / "attacks"

@@ -34,7 +34,7 @@ from tests.adversarial.support import (
     run_case,
     user_venv_python,
 )
-from tests.conftest import missing_prereq
+from tests.common import missing_prereq
 
 CASES = [*ATTACKS, *HONEST]
 _DOCKER = [pytest.mark.docker, pytest.mark.slow]
