@@ -33,13 +33,11 @@ from requests.adapters import HTTPAdapter
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
-sys.path.insert(0, str(REPO / "tests"))
-
-from bk_standin import BuildPlan, StandIn  # noqa: E402
 
 from contract import codec  # noqa: E402
 from launcher.buildkite import BuildkiteLauncher  # noqa: E402
 from launcher.client import BuildkiteClient, is_terminal  # noqa: E402
+from tests.bk_standin import BuildPlan, StandIn  # noqa: E402
 
 NAIVE_INTERVAL_S = 10.0
 

@@ -44,8 +44,7 @@ SECRET = "bench-webhook-secret"
 def _setup_path(code: str | None) -> None:
     # --code (the baseline's extracted tree) replaces this tree, its own stand-in included: the
     # stand-in imports the contract, whose package may have moved between the two.
-    root = Path(code) if code else REPO
-    sys.path[:0] = [str(root), str(root / "tests")]
+    sys.path.insert(0, str(Path(code) if code else REPO))
 
 
 def payload(i: int) -> dict[str, Any]:
@@ -55,9 +54,8 @@ def payload(i: int) -> dict[str, Any]:
 
 
 def planner_for(seed: int) -> Callable[[dict[str, Any]], Any]:
-    from bk_standin import BuildPlan
-
     from contract import codec
+    from tests.bk_standin import BuildPlan
 
     rnd = random.Random(seed)
     times = [(rnd.uniform(5, 60), rnd.uniform(60, 600)) for _ in range(10_000)]
@@ -73,11 +71,11 @@ def planner_for(seed: int) -> Callable[[dict[str, Any]], Any]:
 def scenario(kind: str, n: int, scale: float, seed: int) -> dict[str, Any]:
     """One scenario on a fresh stand-in; the figures as a dict."""
     import requests
-    from bk_standin import StandIn
     from requests.adapters import HTTPAdapter
 
     from launcher.buildkite import BuildkiteLauncher
     from launcher.client import BuildkiteClient
+    from tests.bk_standin import StandIn
 
     with StandIn(time_scale=scale, planner=planner_for(seed)) as bk:
         session = requests.Session()

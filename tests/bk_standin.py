@@ -17,7 +17,7 @@ It behaves like the real API where kitebench depends on it (see the Buildkite re
 * simulated builds: scheduled → running (agent assigned) → passed/failed, or canceling → canceled,
   driven by a :class:`VirtualClock` whose ``scale`` speeds simulated time up (the benchmark runs
   minutes of API traffic in seconds; tests keep scale 1 or speed it up);
-* webhooks (:meth:`StandIn.add_webhook`, sent by ``tests/bk_webhooks.py``): real HTTP POSTs at
+* webhooks (:meth:`StandIn.add_webhook`, sent by :mod:`tests.bk_webhooks`): real HTTP POSTs at
   the moment a build changes state, signed or with a token, as Buildkite's notification service
   sends them.
 
@@ -43,9 +43,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit
 
-from bk_webhooks import Delivery, Notifier, Webhook
-
 from contract.models import FullResult, KitebenchInfo, SystemInfo
+from tests.bk_webhooks import Delivery, Notifier, Webhook
 
 ALL_SCOPES = frozenset({"read_builds", "write_builds", "read_artifacts", "read_build_logs",
                         "read_agents"})

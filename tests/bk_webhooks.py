@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 import requests
 
 if TYPE_CHECKING:
-    from bk_standin import StandIn
+    from tests.bk_standin import StandIn
 
 @dataclass
 class Webhook:
@@ -81,7 +81,7 @@ class Notifier:
 
     def _run(self) -> None:
         """Send each build's events when simulated time passes its transitions."""
-        from bk_standin import FINISHED  # a cycle at import time: bk_standin imports us
+        from tests.bk_standin import FINISHED  # a cycle at import time: bk_standin imports us
 
         bk = self.bk
         while not self._stopping.wait(0.01):
