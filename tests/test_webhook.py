@@ -240,9 +240,12 @@ def test_cli_wait_with_webhook_port(monkeypatch: pytest.MonkeyPatch,
             env={"SUBMISSION_PAYLOAD": codec.encode(PAYLOAD)})["number"]
         for k, v in {**bk.env(), "KITEBENCH_WEBHOOK_SECRET": SECRET}.items():
             monkeypatch.setenv(k, v)
+        t0 = time.monotonic()
         code = main(["wait", str(n), "--json", "--webhook-port", str(port)])
         out = capsys.readouterr().out
         assert code == 0 and json.loads(out)["success"] is True
+        # A single build's safety poll comes every 120 s: only the webhook finishes this sooner.
+        assert time.monotonic() - t0 < 60
         deadline = time.monotonic() + 10  # recorded once the receiver's answer is back
         while not any(d.event == "build.finished" for d in bk.deliveries):
             assert time.monotonic() < deadline
