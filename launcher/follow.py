@@ -139,10 +139,13 @@ class Follower:
                         builds = {}
                     if self.events is not None:
                         self._apply_events(active)  # what arrived during the poll came first
+                    fell_back = self.fallen_back
                     for it in active:
-                        b = builds.get(it.number)  # type: ignore[arg-type]
+                        b = builds.get(it.number or 0)
                         if b is not None and not it.terminal:
                             self._update(it, b, "poll")
+                    if self.fallen_back and not fell_back:
+                        next_poll = now + self._interval()  # not after the slow safety interval
                 self._deadlines(active)
                 step = min(1.0, self._interval())
                 if self.events is not None:

@@ -195,7 +195,7 @@ def test_waiter_completes_on_the_event_without_waiting_for_a_poll() -> None:
 def test_waiter_falls_back_to_polling_when_no_event_comes(
         caplog: pytest.LogCaptureFixture) -> None:
     events = BuildEvents(time_scale=SCALE)
-    finish = {1: 12.0, 2: 70.0}
+    finish = {1: 12.0, 2: 40.0}
     seen: dict[int, float] = {}
 
     def record(e: StatusEvent) -> None:
@@ -213,8 +213,8 @@ def test_waiter_falls_back_to_polling_when_no_event_comes(
         results = launcher.submit_many([PAYLOAD, PAYLOAD], on_status=record)
         assert all(r.passed for r in results)
         assert any("no webhook event" in r.message for r in caplog.records)
-        # Build 1 was found by a safety poll (every 30 s); after that, normal polling (4 s)
-        # catches build 2 well before the next safety poll would have.
+        # Build 1 was found by the safety poll at 30 s; from then on normal polling (4 s) catches
+        # build 2 (done at 40 s) long before the next safety poll (60 s) would have.
         # (slack: a few simulated seconds are a fraction of a real one on a busy machine)
         assert seen[1] - bk.finished_at(1) <= 30 + 6
         assert seen[2] - bk.finished_at(2) <= 4 + 6
