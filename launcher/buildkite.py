@@ -53,6 +53,8 @@ log = logging.getLogger("kitebench.buildkite")
 QUEUE_MARGIN_S = 600
 #: With webhook events, polling is only a safety net for lost deliveries.
 SAFETY_INTERVAL_S = 120.0
+#: How late a delivery may be (after a poll saw the build finish) before it counts as lost.
+WEBHOOK_GRACE_S = 30.0
 
 
 def budget_for(payload: Any) -> float:
@@ -114,6 +116,7 @@ class BuildkiteLauncher:
         events: BuildEvents | None = None,
         webhook: WebhookSettings | None = None,
         safety_interval_s: float = SAFETY_INTERVAL_S,
+        webhook_grace_s: float = WEBHOOK_GRACE_S,
     ) -> None:
         """``events``: webhook events fed by a receiver you run (e.g. :class:`WebhookApp`
         mounted in your service); ``webhook``: run a receiver on this port while waiting."""
@@ -133,6 +136,7 @@ class BuildkiteLauncher:
         self.events = events
         self.webhook = webhook
         self.safety_interval_s = safety_interval_s
+        self.webhook_grace_s = webhook_grace_s
         self.clock = client.clock
         self.sleep = client.sleep
         self.collector = ResultCollector(client, client.sleep)

@@ -12,8 +12,9 @@ Detection has two sources:
   one build, 10 s for many);
 * **webhook events** (when the launcher has :class:`launcher.events.BuildEvents`): the loop wakes
   as soon as an event arrives, and polling becomes a slow safety net (``safety_interval_s``). When
-  a safety poll finds a finished build that no event announced, deliveries are evidently not
-  arriving: the follower says so once and goes back to normal polling for the rest of the call.
+  a safety poll finds a finished build whose event has still not come ``webhook_grace_s`` later
+  (a poll just after the end may beat a delivery), deliveries are evidently not arriving: the
+  follower says so once and goes back to normal polling for the rest of the call.
 """
 
 from __future__ import annotations
@@ -91,6 +92,9 @@ class Follower:
         self.events = events
         #: True once the webhook evidently missed a build: poll normally from then on
         self.fallen_back = False
+        #: builds a poll found finished before their event came, and when (events may be late)
+        self.suspects: list[tuple[Item, float]] = []
+        self.next_poll = 0.0
         self.lock = threading.Lock()
         self.stop = threading.Event()
         self.creator: threading.Thread | None = None
@@ -112,7 +116,7 @@ class Follower:
                 self.creator = threading.Thread(target=self._create_all, daemon=True,
                                                 name="kitebench-create")
                 self.creator.start()
-        next_poll = self.clock()
+        self.next_poll = self.clock()
         failures = 0
         seen = self.events.seq if self.events is not None else 0
         try:
@@ -123,9 +127,10 @@ class Follower:
                 active = [it for it in pending if it.number is not None and not it.terminal]
                 if self.events is not None:
                     self._apply_events(active)
+                    self._check_suspects()
                 now = self.clock()
-                if active and now >= next_poll:
-                    next_poll = now + self._interval()
+                if active and now >= self.next_poll:
+                    self.next_poll = now + self._interval()
                     try:
                         builds = self._poll(active)
                         failures = 0
@@ -139,13 +144,10 @@ class Follower:
                         builds = {}
                     if self.events is not None:
                         self._apply_events(active)  # what arrived during the poll came first
-                    fell_back = self.fallen_back
                     for it in active:
                         b = builds.get(it.number or 0)
                         if b is not None and not it.terminal:
                             self._update(it, b, "poll")
-                    if self.fallen_back and not fell_back:
-                        next_poll = now + self._interval()  # not after the slow safety interval
                 self._deadlines(active)
                 step = min(1.0, self._interval())
                 if self.events is not None:
@@ -217,6 +219,22 @@ class Follower:
                     b = {**b, "jobs": it.build["jobs"]}
                 self._update(it, b, "webhook")
 
+    def _check_suspects(self) -> None:
+        """A build a poll found finished is a missed delivery only if its event has still not
+        come ``webhook_grace_s`` later (a poll right after the end beats any delivery)."""
+        assert self.events is not None
+        now = self.clock()
+        for it, t in list(self.suspects):
+            if is_terminal(self.events.build(it.build_id) or {}):
+                self.suspects.remove((it, t))  # late, not lost
+            elif now - t >= self.bk.webhook_grace_s and not self.fallen_back:
+                self.fallen_back = True
+                self.suspects.clear()
+                self.next_poll = min(self.next_poll, now + self._interval())
+                log.warning("no webhook event for finished build #%s: polling every %.0fs "
+                            "again (check the webhook's URL, events and token)", it.number,
+                            self._interval())
+
     def _poll(self, active: list[Item]) -> dict[int, dict[str, Any]]:
         """Current builds of ``active``: one list request per 100 builds of a batch, else GETs."""
         client = self.client
@@ -238,10 +256,7 @@ class Follower:
             it.detected_at = self.clock()
             it.detected_by = source
             if source == "poll" and self.events is not None and not self.fallen_back:
-                self.fallen_back = True
-                log.warning("no webhook event for finished build #%s: polling every %.0fs "
-                            "again (check the webhook's URL, events and token)", it.number,
-                            self._interval())
+                self.suspects.append((it, self.clock()))
         self._emit(it, b, state if changed else None)
         if it.terminal and not it.fetching:
             it.fetching = True

@@ -36,6 +36,7 @@ class Webhook:
     events: frozenset[str] = frozenset({"build.finished", "job.finished"})
     #: ``lose(event_name, build_number) -> True`` drops that delivery (a lost POST)
     lose: Callable[[str, int | None], bool] | None = None
+    delay_s: float = 0.0  #: real seconds each delivery takes to leave (Buildkite's latency)
 
 
 @dataclass
@@ -57,9 +58,11 @@ class Notifier:
 
     def add(self, url: str, *, token: str | None = None, secret: str | None = None,
             events: tuple[str, ...] | None = None,
-            lose: Callable[[str, int | None], bool] | None = None) -> Webhook:
+            lose: Callable[[str, int | None], bool] | None = None,
+            delay_s: float = 0.0) -> Webhook:
         """Register a webhook; it is pinged at once, then sent the subscribed events."""
-        hook = Webhook(url, token, secret, frozenset(events) if events else Webhook.events, lose)
+        hook = Webhook(url, token, secret, frozenset(events) if events else Webhook.events, lose,
+                       delay_s)
         with self.bk.lock:
             self.webhooks.append(hook)
             if self._senders is None:
@@ -133,6 +136,7 @@ class Notifier:
             headers["X-Buildkite-Token"] = hook.token
 
         def send() -> None:
+            time.sleep(hook.delay_s)
             try:
                 status = requests.post(hook.url, data=body, headers=headers, timeout=10).status_code
             except requests.RequestException:

@@ -208,17 +208,41 @@ def test_waiter_falls_back_to_polling_when_no_event_comes(
         bk.planner = lambda body: BuildPlan(queue_s=1, run_s=finish[next(n)] - 1)
         # Every delivery of these builds is lost (a firewall, a wrong URL after a move, ...).
         bk.add_webhook(rx.url, token=TOKEN, lose=lambda name, number: number is not None)
-        launcher = launcher_for(bk, events, safety_interval_s=30, poll_interval_s=4)
+        launcher = launcher_for(bk, events, safety_interval_s=30, poll_interval_s=4,
+                                webhook_grace_s=3)
         caplog.set_level(logging.WARNING, logger="kitebench.buildkite")
         results = launcher.submit_many([PAYLOAD, PAYLOAD], on_status=record)
         assert all(r.passed for r in results)
         assert any("no webhook event" in r.message for r in caplog.records)
-        # Build 1 was found by the safety poll at 30 s; from then on normal polling (4 s) catches
-        # build 2 (done at 40 s) long before the next safety poll (60 s) would have.
+        # Build 1 was found by the safety poll at 30 s and its event had not come 3 s later: from
+        # then on normal polling (4 s) catches build 2 (done at 40 s) long before the next safety
+        # poll (60 s) would have.
         # (slack: a few simulated seconds are a fraction of a real one on a busy machine)
         assert seen[1] - bk.finished_at(1) <= 30 + 6
         assert seen[2] - bk.finished_at(2) <= 4 + 6
         assert all(d.status == 0 for d in bk.deliveries if d.build is not None)
+
+
+def test_a_poll_that_beats_a_late_delivery_is_not_a_miss(
+        caplog: pytest.LogCaptureFixture) -> None:
+    events = BuildEvents(time_scale=SCALE)
+    with StandIn(time_scale=SCALE) as bk, WebhookServer(
+            WebhookSettings(port=0, auth=WebhookAuth(token=TOKEN)), events) as rx:
+        bk.planner = lambda body: BuildPlan(queue_s=1, run_s=5)
+        # Each delivery leaves 0.75 real s (15 simulated s) late: the first poll after the build
+        # ends (poll_interval_s=3) sees it finished before its build.finished arrives.
+        bk.add_webhook(rx.url, token=TOKEN, delay_s=0.75)
+        launcher = launcher_for(bk, events, safety_interval_s=3, poll_interval_s=3,
+                                webhook_grace_s=60)
+        caplog.set_level(logging.WARNING, logger="kitebench.buildkite")
+        seen: list[float] = []
+        result = launcher.run(PAYLOAD, on_status=lambda e: seen.append(bk.clock.now())
+                              if e.state == "passed" else None)
+        assert result.passed
+        # The poll was first (the event leaves >= 15 s after the end) ...
+        assert seen[0] - bk.finished_at(1) < 10
+        # ... and a late delivery is not a lost one: no switch back to polling.
+        assert not any("no webhook event" in r.message for r in caplog.records)
 
 
 def free_port() -> int:
