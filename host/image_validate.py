@@ -8,106 +8,21 @@ The image is never pulled. GPU checks SKIP without ``--gpu`` or without an NVIDI
 
 from __future__ import annotations
 
-import contextlib
 import json
-import shutil
-import tempfile
-import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
-Status = Literal["PASS", "FAIL", "SKIP"]
+from host import image_probes as probes
+from host.checks import CheckResult, Status, counts
+from host.image_probes import CONTAINER_TIMEOUT_S, ProbeContainer, payload_env
 
 #: The limits the limits check sets and expects to see inside.
 PROBE_MEMORY = 256 * 2**20
 PROBE_CPUSET = "0"
 #: The per-run timeout of the sleeping payload, and the host's hard limit around it.
 SLEEP_TIMEOUT_S = 3
-CONTAINER_TIMEOUT_S = 120.0
-
-_PROBE = r'''
-import os, sys
-def read(*paths):
-    for p in paths:
-        try:
-            return open(p).read().strip()
-        except OSError:
-            pass
-    return ""
-facts = {
-    "check": "pass",
-    "uid": os.getuid(),
-    "memory_limit": read("/sys/fs/cgroup/memory/memory.limit_in_bytes", "/sys/fs/cgroup/memory.max"),
-    "cpuset": read("/sys/fs/cgroup/cpuset/cpuset.cpus", "/sys/fs/cgroup/cpuset.cpus.effective"),
-    "affinity": ",".join(map(str, sorted(os.sched_getaffinity(0)))),
-}
-with os.fdopen(int(os.environ["POPCORN_FD"]), "w", closefd=False) as f:
-    f.writelines(f"{k}: {v}\n" for k, v in facts.items())
-'''
-
-_SLEEP = "import time\ntime.sleep(3600)\n"
-
-_VERSIONS = r'''
-import json, platform, shutil, subprocess
-out = {"python": platform.python_version()}
-try:
-    import torch
-    out["torch"] = torch.__version__
-    out["torch_cuda"] = torch.version.cuda or ""
-except Exception as e:
-    out["torch_error"] = f"{type(e).__name__}: {e}"
-nvcc = shutil.which("nvcc") or ("/usr/local/cuda/bin/nvcc" if __import__("os").path.exists("/usr/local/cuda/bin/nvcc") else None)
-if nvcc:
-    try:
-        v = subprocess.run([nvcc, "--version"], capture_output=True, text=True, timeout=30).stdout
-        out["nvcc"] = v.strip().splitlines()[-1] if v.strip() else ""
-    except Exception as e:
-        out["nvcc_error"] = str(e)
-try:
-    import runner
-    out["runner"] = runner.__version__
-    import runner.entry, contract.models
-except Exception as e:
-    out["runner_error"] = f"{type(e).__name__}: {e}"
-try:
-    import vllm
-    out["vllm"] = getattr(vllm, "__version__", "?")
-except Exception:
-    pass
-print("KITEBENCH-VERSIONS " + json.dumps(out))
-'''
-
-_GPU = r'''
-import json, subprocess
-out = {}
-try:
-    out["nvidia_smi"] = subprocess.run(["nvidia-smi", "-L"], capture_output=True, text=True, timeout=60).stdout
-except Exception as e:
-    out["nvidia_smi_error"] = str(e)
-try:
-    import torch
-    a = torch.randn(1024, 1024, device="cuda")
-    b = (a @ a).sum().item()
-    torch.cuda.synchronize()
-    out["matmul"] = "ok"
-    out["device"] = torch.cuda.get_device_name(0)
-    out["count"] = torch.cuda.device_count()
-except Exception as e:
-    out["matmul_error"] = f"{type(e).__name__}: {e}"
-print("KITEBENCH-GPU " + json.dumps(out))
-'''
-
-
-@dataclass
-class CheckResult:
-    id: str
-    title: str
-    status: Status
-    reason: str
-    details: dict[str, Any] = field(default_factory=dict)
-
 
 @dataclass
 class Report:
@@ -120,11 +35,11 @@ class Report:
         return any(c.status == "FAIL" for c in self.checks)
 
     def counts(self) -> dict[str, int]:
-        return {s: sum(c.status == s for c in self.checks) for s in ("PASS", "FAIL", "SKIP")}
+        return counts(self.checks)
 
     def to_dict(self) -> dict[str, Any]:
         return {"image": self.image, "gpu": self.gpu, "ok": not self.failed,
-                "counts": self.counts(), "checks": [asdict(c) for c in self.checks]}
+                "counts": self.counts(), "checks": [c.as_dict() for c in self.checks]}
 
 
 #: (id, title, what it proves) in the order they run: the plan printed before any runs.
@@ -155,73 +70,6 @@ def parse_gpu(value: str | None) -> dict[str, Any]:
     return {"gpu_uuid": value}
 
 
-class _Container:
-    """One container from the image with the host wrapper's isolation; result.json and logs."""
-
-    def __init__(self, client: Any, image_id: str, settings: Any) -> None:
-        self.client, self.image_id, self.settings = client, image_id, settings
-
-    def run(self, env: dict[str, str], *, entrypoint: list[str] | None = None,
-            command: list[str] | None = None, timeout_s: float = CONTAINER_TIMEOUT_S,
-            settings: Any = None) -> dict[str, Any]:
-        from docker.errors import APIError
-        from requests.exceptions import ConnectionError as ReqConnectionError
-        from requests.exceptions import ReadTimeout
-
-        from contract.resultio import ResultFileError, new_key, read_result
-        from host.container import container_kwargs
-
-        work = Path(tempfile.mkdtemp(prefix="kitebench-validate-"))
-        out = work / "out"
-        out.mkdir()
-        out.chmod(0o777)
-        key = new_key()  # an image whose runner does not sign result.json fails as on a host
-        kw = container_kwargs(settings or self.settings, image=self.image_id, output_dir=str(out),
-                              host_env=env, key=key)
-        if entrypoint is not None:
-            kw["entrypoint"] = entrypoint
-        if command is not None:
-            kw["command"] = command
-        container = None
-        res: dict[str, Any] = {"timed_out": False}
-        try:
-            t0 = time.monotonic()
-            try:
-                container = self.client.containers.create(**kw)
-                container.start()
-            except APIError as e:
-                res["start_error"] = " ".join(str(e).split())[:500]
-                return res
-            try:
-                status = container.wait(timeout=timeout_s)
-                res["exit_code"] = status.get("StatusCode")
-            except (ReadTimeout, ReqConnectionError):
-                container.kill()
-                res["timed_out"] = True
-                res["exit_code"] = None
-            res["duration_s"] = round(time.monotonic() - t0, 2)
-            res["logs"] = container.logs(stdout=True, stderr=True, tail=30).decode("utf-8", "replace")
-            try:
-                res["result"] = read_result(out / "result.json", key=key)
-            except ResultFileError as e:
-                res["result_error"] = str(e)
-            return res
-        finally:
-            if container is not None:
-                with contextlib.suppress(Exception):
-                    container.remove(force=True)
-            shutil.rmtree(work, ignore_errors=True)
-
-
-def _payload_env(script: str, **extra: Any) -> dict[str, str]:
-    from contract import codec
-
-    data: dict[str, Any] = {"lang": "py", "mode": "test", "main": "main.py",
-                            "sources": {"main.py": script}, "tests": [{"size": 1}]}
-    data.update(extra)
-    return {"SUBMISSION_PAYLOAD": codec.encode(data)}
-
-
 def _tail(text: str, n: int = 3) -> str:
     lines = [ln for ln in text.strip().splitlines() if ln.strip()]
     return " | ".join(lines[-n:])[-400:]
@@ -247,8 +95,8 @@ def validate_image(
     report = Report(image=image, gpu=gpu)
     titles = {cid: title for cid, title, _ in PLAN}
 
-    def add(cid: str, status: Status, reason: str, **details: Any) -> None:
-        r = CheckResult(cid, titles[cid], status, reason, details)
+    def add(cid: str, status: str, reason: str, **details: Any) -> None:
+        r = CheckResult(cid, Status(status), reason, details, title=titles[cid])
         report.checks.append(r)
         if on_result is not None:
             on_result(r)
@@ -291,12 +139,12 @@ def validate_image(
 
     gpu_fields = parse_gpu(gpu)
     base = HostSettings(memory_bytes=1024 * 2**20, pids_limit=512, **gpu_fields)
-    box = _Container(client, img.id, base)
+    box = ProbeContainer(client, img.id, base)
     nogpu = HostSettings(memory_bytes=1024 * 2**20, pids_limit=512)
     python = _python_of(img.attrs)
 
     # -- versions (one container) ----------------------------------------------------------
-    ver = box.run({}, entrypoint=python, command=["-c", _VERSIONS], settings=nogpu, timeout_s=120)
+    ver = box.run({}, entrypoint=python, command=["-c", probes.VERSIONS], settings=nogpu, timeout_s=120)
     found: dict[str, Any] = {}
     for line in (ver.get("logs") or "").splitlines():
         if line.startswith("KITEBENCH-VERSIONS "):
@@ -329,7 +177,7 @@ def validate_image(
 
     # -- entry point + limits (one probe run through the ENTRYPOINT) ---------------------------
     probe_settings = HostSettings(memory_bytes=PROBE_MEMORY, cpuset=PROBE_CPUSET, pids_limit=512)
-    probe = box.run(_payload_env(_PROBE), settings=probe_settings)
+    probe = box.run(payload_env(probes.PROBE), settings=probe_settings)
     result = probe.get("result")
     if result is not None and result.passed:
         add("entrypoint", "PASS", f"bundled payload passed in {probe.get('duration_s')} s; "
@@ -364,7 +212,7 @@ def validate_image(
     if not runs_ok:
         add("timeout", "SKIP", "the entry point does not run")
     else:
-        slept = box.run(_payload_env(_SLEEP, test_timeout=SLEEP_TIMEOUT_S), timeout_s=60)
+        slept = box.run(payload_env(probes.SLEEP, test_timeout=SLEEP_TIMEOUT_S), timeout_s=60)
         r = slept.get("result")
         if r is not None and "timed out" in r.error and not r.passed:
             add("timeout", "PASS", f"killed at its {SLEEP_TIMEOUT_S} s timeout "
@@ -394,7 +242,7 @@ def validate_image(
         add("gpu_visible", "SKIP", gpu_skip)
         add("cuda_matmul", "SKIP", gpu_skip)
     else:
-        g = box.run({}, entrypoint=python, command=["-c", _GPU], timeout_s=300)
+        g = box.run({}, entrypoint=python, command=["-c", probes.GPU], timeout_s=300)
         info: dict[str, Any] = {}
         for line in (g.get("logs") or "").splitlines():
             if line.startswith("KITEBENCH-GPU "):
@@ -471,7 +319,7 @@ def format_table(report: Report) -> str:
     width = max(len(c.title) for c in report.checks) if report.checks else 10
     lines = ["Results:", f"  {'CHECK':<{width}}  STATUS  REASON"]
     for c in report.checks:
-        lines.append(f"  {c.title:<{width}}  {c.status:<6}  {c.reason}")
+        lines.append(f"  {c.title:<{width}}  {c.status:<6}  {c.detail}")
     n = report.counts()
     verdict = "FIT to go live" if not report.failed else "NOT fit to go live"
     lines.append(f"{n['PASS']} passed, {n['FAIL']} failed, {n['SKIP']} skipped: {report.image} is {verdict}")

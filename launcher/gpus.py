@@ -2,7 +2,8 @@
 
 One pydantic model, loaded from ``launcher/data/gpus.yml`` (shipped) merged with an optional user
 file (``--gpus-file`` / ``KITEBENCH_GPUS_FILE``). The same data routes builds (queue), fills the
-payload's arch, and can render agent tags and provisioning variables, so nothing is typed twice.
+payload's arch and gives ``kitebench vendor render`` each GPU's queue, so nothing is typed twice.
+``tags`` are descriptive only: an agent's tags come from the GPU it was provisioned for.
 
     reg = load_registry()
     reg.resolve("h100").queue     # "h100"; unknown names raise UsageError listing the known ones
@@ -54,10 +55,6 @@ class GpuSpec(BaseModel):
         if v is not None and not re.fullmatch(r"\d+[a-z]?", v):
             raise ValueError(f"arch must look like '80' or '90a', got {v!r}")
         return v
-
-    def agent_tags(self) -> dict[str, str]:
-        """Tags an agent serving this GPU should carry (queue first)."""
-        return {"queue": self.queue, **self.tags}
 
 
 class GpuRegistry(BaseModel):

@@ -37,7 +37,7 @@ from contract.models import FullResult, RunnerExit
 from contract.resultio import RESULT_NAME, ResultFileError, new_key, read_result
 from launcher.base import StatusCallback, StatusEvent, SubmitOptions
 from launcher.errors import UsageError
-from runner import sandbox
+from runner import procs, sandbox
 from runner.kernels.process import hide_from_same_user
 
 ISOLATION_MODES = ("auto", "docker", "process")
@@ -64,11 +64,9 @@ RUNNER_ENV_PREFIXES = (
 
 
 def _docker_backend() -> Any | None:
-    """``launcher.local_docker`` when it exists (written separately), else None."""
-    try:
-        from launcher import local_docker
-    except ImportError:
-        return None
+    """The docker isolation backend (a function, so tests can swap it; None: no backend)."""
+    from launcher import local_docker
+
     return local_docker
 
 
@@ -142,7 +140,7 @@ class LocalLauncher:
                 result.kitebench.isolation.setdefault("mode", "process")
         finally:
             # never raises: whatever a submission left (or keeps writing) here, the verdict stands
-            sandbox.remove_tree(tmp)
+            procs.remove_tree(tmp)
         emit("passed" if result.passed else "failed", _summary(result))
         return result
 
@@ -224,7 +222,7 @@ def _job_uid() -> int:
     """A uid no account and no running process has: the submission's, for this job only."""
     while True:
         uid = random.randint(*JOB_UID_RANGE)
-        if not sandbox._pids_of_uid(uid):
+        if not procs.pids_of_uid(uid):
             return uid
 
 

@@ -107,6 +107,6 @@ def test_vllm_image_builds_offline_with_a_standin_vllm() -> None:
         checks = {c.id: c for c in report.checks}
         for cid in ("image", "user", "python", "runner", "entrypoint", "limits", "timeout",
                     "missing_payload", "invalid_payload"):
-            assert checks[cid].status == "PASS", (cid, checks[cid].reason)
+            assert checks[cid].status == "PASS", (cid, checks[cid].detail)
     finally:
         client.images.remove(tag, force=True)

@@ -71,13 +71,13 @@ def test_ci_image_passes_every_non_gpu_check(image: str, client: Any) -> None:
     assert [c.id for c in report.checks] == [cid for cid, _t, _w in PLAN]
     for cid, c in checks.items():
         if cid in GPU_CHECKS | OMITTED_IN_TEST_IMAGE:
-            assert c.status == "SKIP", (cid, c.reason)
-            assert len(c.reason) > 20  # a reason a vendor can read
+            assert c.status == "SKIP", (cid, c.detail)
+            assert len(c.detail) > 20  # a reason a vendor can read
         else:
-            assert c.status == "PASS", (cid, c.reason)
-    assert "no --gpu" in checks["gpu_visible"].reason
-    assert "torch is not installed" in checks["torch"].reason
-    assert checks["python"].details["python"].startswith("3.")
+            assert c.status == "PASS", (cid, c.detail)
+    assert "no --gpu" in checks["gpu_visible"].detail
+    assert "torch is not installed" in checks["torch"].detail
+    assert checks["python"].data["python"].startswith("3.")
     assert report.failed is False
 
 
@@ -87,7 +87,7 @@ def test_gpu_checks_skip_without_an_nvidia_runtime(image: str, client: Any) -> N
     report = validate_image(image, gpu="GPU-8f6e2c1a-4b3d-11ee-9c2a-0242ac120002", client=client)
     checks = _by_id(report)
     for cid in GPU_CHECKS:
-        assert checks[cid].status == "SKIP" and "NVIDIA runtime" in checks[cid].reason
+        assert checks[cid].status == "SKIP" and "NVIDIA runtime" in checks[cid].detail
 
 
 def _cli(*args: str) -> subprocess.CompletedProcess[str]:
@@ -118,11 +118,11 @@ def test_image_without_the_runner_fails_with_a_fix(no_runner_image: str) -> None
     assert proc.returncode == 1, proc.stderr
     checks = {c["id"]: c for c in json.loads(proc.stdout)["checks"]}
     assert checks["runner"]["status"] == "FAIL"
-    assert "No module named 'runner'" in checks["runner"]["reason"]
-    assert "install the runner" in checks["runner"]["reason"]
+    assert "No module named 'runner'" in checks["runner"]["detail"]
+    assert "install the runner" in checks["runner"]["detail"]
     assert checks["entrypoint"]["status"] == "FAIL"
-    assert "No module named runner" in checks["entrypoint"]["reason"]
-    assert "ENTRYPOINT must be" in checks["entrypoint"]["reason"]
+    assert "No module named runner" in checks["entrypoint"]["detail"]
+    assert "ENTRYPOINT must be" in checks["entrypoint"]["detail"]
     assert checks["python"]["status"] == "PASS"  # the rest of the image is fine
 
 

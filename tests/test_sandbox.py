@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from runner import sandbox
+from runner import procs, sandbox
 
 ROOT = os.geteuid() == 0
 needs_root = pytest.mark.skipif(not ROOT, reason="changing uid needs root")
@@ -37,7 +37,7 @@ def test_remove_tree_takes_a_locked_tree_back_and_touches_nothing_outside(tmp_pa
     os.chmod(root / "a" / "b", 0)
     os.chmod(root / "a", 0)
     os.chmod(tmp_path, 0o755)
-    sandbox.remove_tree(root)
+    procs.remove_tree(root)
     assert not root.exists()
     assert outside.exists() and os.stat(outside).st_mode & 0o777 == 0o755
     assert os.stat(tmp_path).st_mode & 0o777 == 0o755  # the parent is never chmod'ed
@@ -54,7 +54,7 @@ def test_reachable_by_others_sees_a_closed_parent() -> None:
         os.chmod(base / "closed", 0o755)
         assert sandbox.reachable_by_others([str(inner)])
     finally:
-        sandbox.remove_tree(base)
+        procs.remove_tree(base)
 
 
 def test_without_a_uid_or_namespaces_it_says_not_hardened() -> None:
@@ -90,20 +90,20 @@ def test_kill_all_kills_daemons_and_zombie_leaders_of_the_uid() -> None:
     script = base / "z.py"
     script.write_text(ZOMBIE_LEADER)
     os.chmod(script, 0o644)
-    procs = [subprocess.Popen([python, str(script)], **sb.popen_kwargs(),
-                              start_new_session=True) for _ in range(2)]
-    procs.append(subprocess.Popen(["sleep", "300"], **sb.popen_kwargs(), start_new_session=True))
+    children = [subprocess.Popen([python, str(script)], **sb.popen_kwargs(),
+                                 start_new_session=True) for _ in range(2)]
+    children.append(subprocess.Popen(["sleep", "300"], **sb.popen_kwargs(), start_new_session=True))
     time.sleep(0.8)
-    pids = sandbox._pids_of_uid(uid)
+    pids = procs.pids_of_uid(uid)
     leaders = [p for p in pids if Path(f"/proc/{p}/stat").read_bytes().rsplit(b")", 1)[1][1:2] == b"Z"]
     # the case a leader-state check misses: Z on the leader, yet the group still runs
-    assert leaders and all(sandbox._alive(p) for p in leaders)
+    assert leaders and all(procs.alive(p) for p in leaders)
     killed, survivors = sb.kill_all()
     assert survivors == [] and killed >= 3
-    for p in procs:
+    for p in children:
         p.wait(timeout=10)
-    assert not [p for p in sandbox._pids_of_uid(uid) if sandbox._alive(p)]
-    sandbox.remove_tree(base)
+    assert not [p for p in procs.pids_of_uid(uid) if procs.alive(p)]
+    procs.remove_tree(base)
 
 
 @needs_bwrap

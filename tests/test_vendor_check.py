@@ -135,7 +135,7 @@ class FakeHost:
 
     def check(self, min_free_gib: float = 0.001):
         host = Host(root=self.root, run=SubprocessRunner(env=self.env()))
-        return {r.name: r for r in run_checks(host, min_free_gib=min_free_gib)}
+        return {r.id: r for r in run_checks(host, min_free_gib=min_free_gib)}
 
 
 @pytest.fixture
@@ -419,7 +419,7 @@ def test_cli_json_and_table(fake, monkeypatch, capsys):
         main(["vendor", "check", "--root", str(fake.root), "--json", "--min-free-gb", "0.001"]) == 0
     )
     report = json.loads(capsys.readouterr().out)
-    assert report["ok"] is True and [c["name"] for c in report["checks"]] == ALL
+    assert report["ok"] is True and [c["id"] for c in report["checks"]] == ALL
 
     fake.token.chmod(0o640)
     fake.env()
@@ -436,7 +436,7 @@ def test_missing_tools_fail_cleanly(tmp_path, monkeypatch):
     root.mkdir()
     env = dict(os.environ, PATH=str(tmp_path / "nobin"))
     results = run_checks(Host(root=root, run=SubprocessRunner(env=env)), min_free_gib=0.001)
-    by = {r.name: r for r in results}
+    by = {r.id: r for r in results}
     assert (
         by["agents"].status is Status.FAIL
         and "no kitebench-agent@<i> drop-ins" in by["agents"].detail

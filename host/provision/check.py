@@ -13,11 +13,12 @@ import json
 import re
 import shutil
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from enum import StrEnum
+from dataclasses import dataclass
 from pathlib import Path
 
+from host.checks import CheckResult, Status
 from host.provision.host import Host
+from host.provision.perms import dirs_up, tamperable
 from host.provision.plan import KitSettings, parse_cpulist, parse_nvidia_smi
 from host.provision.render import NVIDIA_SMI_QUERY
 from host.provision.templates import (
@@ -30,6 +31,7 @@ from host.provision.templates import (
     gpu_slice,
     render_hook,
 )
+from host.provision.units import parse_show, parse_timespan_us, parse_unit, unit_environment
 from launcher.errors import UsageError
 
 DEFAULT_TOKEN_FILE = "/etc/kitebench/agent-token.env"
@@ -44,28 +46,6 @@ LOCKDOWN_ON = (
 JWKS_KEY = "BUILDKITE_AGENT_VERIFICATION_JWKS_FILE"
 
 
-class Status(StrEnum):
-    PASS = "PASS"
-    FAIL = "FAIL"
-    SKIP = "SKIP"
-
-
-@dataclass
-class CheckResult:
-    name: str
-    status: Status
-    detail: str
-    data: dict = field(default_factory=dict)
-
-    def as_dict(self) -> dict:
-        return {
-            "name": self.name,
-            "status": str(self.status),
-            "detail": self.detail,
-            "data": self.data,
-        }
-
-
 @dataclass
 class Agent:
     """One configured agent instance, as its drop-in and slice describe it."""
@@ -77,67 +57,6 @@ class Agent:
     @property
     def uuid(self) -> str:
         return self.env.get("KITEBENCH_GPU_UUID", "")
-
-
-def parse_unit(text: str) -> dict[str, list[str]]:
-    """``Key=value`` lines of a unit file (all sections), values in order, continuations joined."""
-    out: dict[str, list[str]] = {}
-    for raw in text.replace("\\\n", " ").splitlines():
-        line = raw.strip()
-        if not line or line[0] in "#;[" or "=" not in line:
-            continue
-        key, _, value = line.partition("=")
-        out.setdefault(key.strip(), []).append(value.strip())
-    return out
-
-
-def unit_environment(values: list[str]) -> dict[str, str]:
-    env = {}
-    for v in values:
-        v = v.strip()
-        if len(v) >= 2 and v[0] == v[-1] == '"':
-            v = v[1:-1]
-        key, sep, val = v.partition("=")
-        if sep:
-            env[key] = val
-    return env
-
-
-def _tamperable(path: Path) -> str | None:
-    """Why a file or directory could be changed by someone other than root (None: it cannot)."""
-    try:
-        st = path.lstat()
-    except OSError as e:
-        return f"cannot stat: {e.strerror}"
-    if st.st_uid != 0:
-        return f"owner uid {st.st_uid}, want root"
-    if st.st_mode & 0o022:
-        return f"mode {st.st_mode & 0o777:04o} is group/world-writable"
-    return None
-
-
-def _dirs_up(directory: str) -> list[str]:
-    """``/etc/kitebench/hooks`` → itself and its parents below ``/`` (each could swap the hooks)."""
-    parts = Path(directory).parts[1:]
-    return ["/" + "/".join(parts[:i]) for i in range(len(parts), 0, -1)]
-
-
-def parse_show(text: str) -> dict[str, str]:
-    return dict(line.split("=", 1) for line in text.splitlines() if "=" in line)
-
-
-_SPAN_UNITS = {"us": 1, "ms": 1000, "s": 1_000_000, "min": 60_000_000, "h": 3_600_000_000}
-
-
-def parse_timespan_us(text: str) -> int | None:
-    """systemd's ``1min 4s`` / ``400ms`` / ``infinity`` → microseconds (None = infinity/unset)."""
-    text = text.strip()
-    if text in ("", "infinity"):
-        return None
-    total = 0
-    for num, unit in re.findall(r"([0-9.]+)\s*(us|ms|min|s|h)", text):
-        total += round(float(num) * _SPAN_UNITS[unit])
-    return total
 
 
 class Checker:
@@ -415,7 +334,7 @@ class Checker:
         name = "hooks"
         hooks_dir = self.agent_environment().get("BUILDKITE_HOOKS_PATH", DEFAULT_HOOKS_DIR)
         problems = [
-            f"{d}: {why}" for d in _dirs_up(hooks_dir) if (why := _tamperable(self.host.path(d)))
+            f"{d}: {why}" for d in dirs_up(hooks_dir) if (why := tamperable(self.host.path(d)))
         ]
         for hook in HOOKS:
             p = self.host.path(f"{hooks_dir}/{hook}")
@@ -424,7 +343,7 @@ class Checker:
                 continue
             if not p.stat().st_mode & 0o111:
                 problems.append(f"{hook} not executable")
-            if why := _tamperable(p):
+            if why := tamperable(p):
                 problems.append(f"{hook}: {why}")
             if hook in POLICY_HOOKS and p.read_bytes() != render_hook(hook, KitSettings()).encode():
                 problems.append(f"{hook} differs from what `kitebench vendor render` writes")
@@ -460,7 +379,7 @@ class Checker:
             p = self.host.path(jwks)
             if not p.is_file():
                 problems.append(f"verification JWKS {jwks} missing")
-            elif why := _tamperable(p):
+            elif why := tamperable(p):
                 problems.append(f"verification JWKS {jwks}: {why}")
         if problems:
             return CheckResult(name, Status.FAIL, "; ".join(problems), data)
@@ -518,8 +437,8 @@ def run_checks(host: Host, *, min_free_gib: float = 20.0) -> list[CheckResult]:
 
 
 def format_table(results: list[CheckResult]) -> str:
-    width = max(len(r.name) for r in results)
-    lines = [f"{r.status:<4}  {r.name:<{width}}  {r.detail}" for r in results]
+    width = max(len(r.id) for r in results)
+    lines = [f"{r.status:<4}  {r.id:<{width}}  {r.detail}" for r in results]
     failed = sum(r.status == Status.FAIL for r in results)
     skipped = sum(r.status == Status.SKIP for r in results)
     lines.append(

@@ -58,10 +58,8 @@ def host_memtotal_mib(host: Host) -> int:
 
 def default_queue(gpu: GpuInfo) -> str:
     """The registry's queue for this GPU model (launcher.gpus), matched on the model name."""
-    try:
-        from launcher.gpus import load_registry  # written separately; optional here
-    except ImportError:
-        raise UsageError("--queue is required (no GPU registry available)") from None
+    from launcher.gpus import load_registry
+
     registry = load_registry()
     words = set(re.split(r"[^a-z0-9]+", gpu.name.lower()))
     for name, spec in registry.gpus.items():

@@ -15,7 +15,8 @@ from collections.abc import Mapping
 from typing import Any
 
 from runner.harness.channel import WORKER_FD_ENV, Channel, ChannelClosed, dump, load
-from runner.sandbox import Sandbox, _alive, _pids_of_uid
+from runner.procs import alive, pids_of_uid
+from runner.sandbox import Sandbox
 
 #: How long a pause may take before the judge gives up on the worker.
 FREEZE_DEADLINE_S = 5.0
@@ -102,10 +103,10 @@ class WorkerProcess:
         """Every live process of the submission this judge can find: all of its uid when it has
         one, else the worker's process tree."""
         if self.sandbox.uid is not None and self.sandbox.uid != os.getuid():
-            pids = set(_pids_of_uid(self.sandbox.uid))
+            pids = set(pids_of_uid(self.sandbox.uid))
         else:
             pids = _scan_children(self.proc.pid) | {self.proc.pid}
-        return {p for p in pids if _alive(p)}
+        return {p for p in pids if alive(p)}
 
     def others(self) -> set[int]:
         return self.processes() - self.known - {self.pid}

@@ -105,7 +105,7 @@ def secret_recheck(
     payload: KernelPayload, job: _Job, env: dict[str, str], prepare: Callable[[Path], list[str]]
 ) -> IntegrityCheck:
     """The tests again, seeded with a secret the submission has never seen, in a new process."""
-    from runner.kernels.execute import describe_failure
+    from runner.kernels.failures import describe_failure
 
     seed = secrets.randbelow(2**31 - 2) + 1
     run = rerun(payload, job, {**env, "POPCORN_SEED": str(seed)}, prepare, "test")

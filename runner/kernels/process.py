@@ -21,7 +21,8 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from runner.kernels.capture import DEFAULT_OUTPUT_CAP, HeadBuffer, PipeReader, TailBuffer
-from runner.sandbox import Sandbox, _alive, kill_until_gone
+from runner.procs import alive, kill_until_gone
+from runner.sandbox import Sandbox
 
 #: Bytes of POPCORN_FD protocol output kept per run (the harness's lines, not the logs).
 POPCORN_CAP = 4 * 1024 * 1024
@@ -116,7 +117,7 @@ def kill_descendants(
                 with contextlib.suppress(ChildProcessError, OSError):
                     os.waitpid(pid, os.WNOHANG)
         # a leader that called the exit syscall shows Z while its other threads run on
-        return [p for p in tree if procs[p][1] not in ("Z", "X") or _alive(p)]
+        return [p for p in tree if procs[p][1] not in ("Z", "X") or alive(p)]
 
     return kill_until_gone(sweep, deadline_s)
 

@@ -8,7 +8,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 
 from contract.models import TestCase
-from runner import sandbox
+from runner import procs
 
 CASES_NAME = "cases.txt"
 
@@ -50,4 +50,4 @@ def private_dir(prefix: str = "kitebench-run-", base: str | None = None) -> Iter
 def remove_tree(path: Path) -> None:
     """Remove a run dir whatever the submission did to it; nothing outside it is changed (the
     old version chmod'ed the dir's parent: for a run dir straight under /tmp, /tmp itself)."""
-    sandbox.remove_tree(path)
+    procs.remove_tree(path)

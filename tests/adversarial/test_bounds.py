@@ -13,7 +13,8 @@ import pytest
 from contract.models import EvalResult, FullResult, KitebenchInfo, RunResult, SystemInfo
 from host.publish import annotation
 from launcher.report import render_result
-from runner.kernels.execute import _first_error, _hold_to_cases, describe_failure, one_line, score
+from runner.kernels.execute import _hold_to_cases, score
+from runner.kernels.failures import describe_failure, first_error, one_line
 from runner.kernels.protocol import (
     MAX_KEYS,
     MAX_TOTAL_CHARS,
@@ -111,8 +112,8 @@ def test_score_with_a_huge_benchmark_count_is_none_and_fast(fast: object) -> Non
 
 def test_first_error_and_describe_failure_with_huge_counts(fast: object) -> None:
     r = {"test-count": HUGE, "check": "fail", "test.1.status": "fail", "test.1.error": "bad"}
-    assert _first_error(r) == "test 1: bad"
-    assert _first_error(r, cases=1) == ""  # index 1 is not a case of a 1-case run
+    assert first_error(r) == "test 1: bad"
+    assert first_error(r, cases=1) == ""  # index 1 is not a case of a 1-case run
     ev = EvalResult(start=NOW, end=NOW, run=_run(r))
     assert describe_failure("test", ev, cases=3) == (
         f"test: the harness reported test-count {HUGE}, but the run had only 3 cases"
