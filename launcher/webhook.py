@@ -70,8 +70,8 @@ class WebhookAuth:
                  window_s: float = DEFAULT_WINDOW_S,
                  clock: Callable[[], float] = time.time) -> None:
         if bool(token) == bool(secret):
-            raise WebhookConfigError(f"webhook: set exactly one of {TOKEN_ENV} (token mode) or "
-                              f"{SECRET_ENV} (signature mode)")
+            raise WebhookConfigError(f"webhook: set exactly one of {TOKEN_ENV} (token mode) "
+                                     f"or {SECRET_ENV} (signature mode)")
         self.mode = "token" if token else "signature"
         self._key = (token or secret or "").encode()
         self.window_s = window_s
@@ -103,11 +103,11 @@ class WebhookAuth:
         if raw is None:
             raise WebhookRefused("no X-Buildkite-Signature header")
         fields = dict(part.strip().partition("=")[::2] for part in raw.split(","))
-        stamp, sig = fields.get("timestamp", ""), fields.get("signature", "")
+        stamp, sig = fields.get("timestamp", ""), fields.get("signature", "").strip().lower()
         if not stamp.isdigit() or not sig:
             raise WebhookRefused("malformed X-Buildkite-Signature (timestamp=T,signature=S)")
         expected = hmac.new(self._key, stamp.encode() + b"." + body, hashlib.sha256).hexdigest()
-        if not hmac.compare_digest(expected.encode(), sig.strip().lower().encode()):
+        if not hmac.compare_digest(expected.encode(), sig.encode()):
             raise WebhookRefused("bad signature")
         # Checked after the signature so the answer says nothing about an unsigned timestamp.
         now, ts = self._clock(), float(stamp)
@@ -208,7 +208,7 @@ class WebhookServer:
                                     server_class=Server, handler_class=QuietHandler)
         except OSError as e:
             raise WebhookConfigError(f"webhook: cannot listen on {self.settings.host}:"
-                              f"{self.settings.port}: {e.strerror or e}") from None
+                                     f"{self.settings.port}: {e.strerror or e}") from None
         threading.Thread(target=self._srv.serve_forever, args=(0.05,), daemon=True,
                          name="kitebench-webhook").start()
         log.info("webhook receiver on %s (%s mode)", self.url, self.app.auth.mode)
