@@ -318,3 +318,14 @@ def test_cli_webhook_serve_prints_verified_events(monkeypatch: pytest.MonkeyPatc
     line = json.loads(out.strip().splitlines()[-1])
     assert line == {"event": "build.finished", "build": 7, "state": "passed",
                     "pipeline": "gpu-bench", "url": "https://x"}
+
+
+def test_a_taken_port_is_a_usage_error() -> None:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen()
+        port = s.getsockname()[1]
+        server = WebhookServer(WebhookSettings(port=port, auth=WebhookAuth(token=TOKEN)),
+                               BuildEvents())
+        with pytest.raises(UsageError, match=f"cannot listen on 127.0.0.1:{port}"):
+            server.start()
