@@ -33,13 +33,11 @@ from requests.adapters import HTTPAdapter
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
-sys.path.insert(0, str(REPO / "tests"))
-
-from bk_standin import BuildPlan, StandIn  # noqa: E402
 
 from contract import codec  # noqa: E402
 from launcher.buildkite import BuildkiteLauncher  # noqa: E402
 from launcher.client import BuildkiteClient, is_terminal  # noqa: E402
+from tests.bk_standin import BuildPlan, StandIn  # noqa: E402
 
 NAIVE_INTERVAL_S = 10.0
 
@@ -74,8 +72,15 @@ def client_for(bk: StandIn, **kw: Any) -> BuildkiteClient:
 def run_batched(bk: StandIn, n: int) -> dict[str, Any]:
     client = client_for(bk)
     launcher = BuildkiteLauncher(client, queue="h100", gpu="H100", arch="90a")
-    results = launcher.submit_many([payload(i) for i in range(n)], timeout_s=7200)
-    detections = {it.number: it.detected_at for it in launcher.last_items}
+    detections: dict[int, float] = {}
+
+    def on_status(ev: Any) -> None:
+        # The first terminal status event of a build is when the waiter detected it.
+        if ev.state in ("passed", "failed", "canceled") and ev.build_number not in detections:
+            detections[ev.build_number] = client.clock()
+
+    results = launcher.submit_many([payload(i) for i in range(n)], on_status=on_status,
+                                   timeout_s=7200)
     return {"results": results, "detections": detections, "gate_wait": client.gate.waited_s}
 
 

@@ -30,6 +30,8 @@ class StatusEvent:
     url: str | None = None  #: build web URL (buildkite)
     agent: str | None = None  #: agent name once a job started (buildkite)
     build_number: int | None = None
+    #: Which payload of a ``submit_many`` batch this is about (its position in the input).
+    index: int | None = None
 
 
 StatusCallback = Callable[[StatusEvent], None]

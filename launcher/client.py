@@ -1,51 +1,49 @@
 """A thin client for Buildkite's REST API v2: one ``requests.Session``, one choke point.
 
 Every call goes through :meth:`BuildkiteClient._request`, which builds the URL, applies the bearer
-auth and a ``(connect, read)`` timeout, waits when the token's rate limit is spent, retries what is
-safe to retry and turns non-2xx answers into the typed errors below. Endpoints are small methods
-returning Buildkite's JSON as plain dicts. Policy (idempotent create, polling, batching) lives in
-:mod:`launcher.buildkite`, not here.
-
-Errors (all carry a message without the token)::
-
-    InfraError (launcher.errors, exit 3)
-    ├── TransportError        no HTTP answer: connection refused/reset, timeout (``.ambiguous``
-    │                         when a non-idempotent request may have reached the server)
-    ├── ArtifactError         an artifact download failed or its sha1sum did not match
-    └── ApiError              an HTTP error answer: ``.status``, ``.message``, ``.body``
-        ├── ServerError       5xx (after retries for idempotent methods)
-        ├── RateLimited       429 still there after the allowed waits
-        ├── AuthError         401/403; also a UsageError (exit 2); ``.scope`` = the missing scope
-        ├── NotFound          404; also a UsageError (wrong org/pipeline/build number)
-        └── ValidationFailed  422 with Buildkite's message; also a UsageError
-    ConfigError (UsageError, exit 2): no token / org / pipeline configured.
-
-Retries: connection errors and 5xx are retried with exponential backoff for idempotent methods
-(GET/PUT/DELETE/HEAD); a POST is never re-sent after it may have arrived (create is made
-idempotent by the launcher's meta-data lookup). A 429 is always retried (the server did not act on
-it) after waiting ``RateLimit-User-Reset`` / ``RateLimit-Reset`` / ``Retry-After`` (capped).
-Beyond reacting to 429s, a :class:`RateGate` reads the ``RateLimit-*`` headers of every answer and
-holds requests back while the window is spent, so a client that owns its token never sees a 429.
+auth and a ``(connect, read)`` timeout, lets the :class:`~launcher.retry.RateGate` hold it back
+while the token's window is spent, asks the :class:`~launcher.retry.RetryPolicy` whether a failure
+is sent again, and turns non-2xx answers into the typed errors of :mod:`launcher.bk_errors`
+(re-exported here). Endpoints are small methods returning Buildkite's JSON as plain dicts.
+Policy (idempotent create, polling, batching) lives in :mod:`launcher.buildkite`, not here.
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import hashlib
 import logging
 import os
-import re
-import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
 import requests
 from requests.adapters import HTTPAdapter
 
-from launcher.errors import InfraError, UsageError
+from launcher.bk_errors import (
+    ApiError,
+    ArtifactError,
+    AuthError,
+    ConfigError,
+    NotFound,
+    RateLimited,
+    ServerError,
+    TransportError,
+    ValidationFailed,
+    error_for,
+    refused,
+    transport_kind,
+)
+from launcher.errors import InfraError
+from launcher.events import TERMINAL_STATES, is_terminal
+from launcher.retry import RateGate, RetryPolicy
+
+__all__ = ["ApiError", "ArtifactError", "AuthError", "BuildkiteClient", "ConfigError", "NotFound",
+           "RateLimited", "ServerError", "TransportError", "TERMINAL_STATES", "ValidationFailed",
+           "is_terminal"]
 
 log = logging.getLogger("kitebench.buildkite")
 
@@ -53,10 +51,6 @@ DEFAULT_API_URL = "https://api.buildkite.com/v2"
 #: (connect, read) seconds, applied to every request.
 DEFAULT_TIMEOUT: tuple[float, float] = (5.0, 30.0)
 IDEMPOTENT = frozenset({"GET", "HEAD", "PUT", "DELETE", "OPTIONS"})
-#: Build states after which nothing changes any more (unknown states count as not terminal).
-TERMINAL_STATES = frozenset({"passed", "failed", "canceled", "skipped", "not_run"})
-#: Buildkite's ``state=finished`` shorthand.
-FINISHED_STATES = ("passed", "failed", "blocked", "canceled")
 
 Timeout = tuple[float, float] | float | None
 
@@ -68,68 +62,6 @@ class _Default:
 
 #: "use the client's default" (so ``None`` can still mean "no timeout").
 USE_DEFAULT: Any = _Default()
-
-
-# ---------------------------------------------------------------------------------------------
-# Errors
-# ---------------------------------------------------------------------------------------------
-
-
-class ConfigError(UsageError):
-    """The client is not configured (token, org or pipeline missing)."""
-
-
-class TransportError(InfraError):
-    """No HTTP answer arrived. ``ambiguous``: a non-idempotent request may have been processed."""
-
-    def __init__(self, message: str, *, ambiguous: bool = False) -> None:
-        super().__init__(message)
-        self.ambiguous = ambiguous
-
-
-class ArtifactError(InfraError):
-    """An artifact could not be downloaded, or its content does not match its sha1sum."""
-
-
-class ApiError(InfraError):
-    """Buildkite answered with an HTTP error."""
-
-    def __init__(self, status: int, message: str, body: Any = None) -> None:
-        super().__init__(message)
-        self.status = status
-        self.body = body
-
-
-class ServerError(ApiError):
-    pass
-
-
-class RateLimited(ApiError):
-    pass
-
-
-class AuthError(ApiError, UsageError):
-    exit_code = 2
-
-    def __init__(self, status: int, message: str, body: Any = None, scope: str | None = None):
-        super().__init__(status, message, body)
-        self.scope = scope
-
-
-class NotFound(ApiError, UsageError):
-    exit_code = 2
-
-
-class ValidationFailed(ApiError, UsageError):
-    exit_code = 2
-
-
-_SCOPE_RE = re.compile(r"\b((?:read|write)_[a-z_]+)\b")
-
-
-# ---------------------------------------------------------------------------------------------
-# Auth and rate limiting
-# ---------------------------------------------------------------------------------------------
 
 
 class BearerAuth(requests.auth.AuthBase):
@@ -152,95 +84,6 @@ class BearerAuth(requests.auth.AuthBase):
         return text.replace(self._token, "<redacted>") if self._token else text
 
 
-@dataclass
-class _Window:
-    remaining: int
-    reset_at: float
-
-
-class RateGate:
-    """Client-side view of Buildkite's rate-limit windows, fed by every answer's headers.
-
-    Before a request, :meth:`acquire` waits while a window (organisation or user token) has no
-    more than ``reserve`` requests left, then counts the request against it, so threads sharing
-    the client cannot overshoot together. Polling passes ``reserve=0`` and everything else a small
-    reserve, which keeps completion detection moving while bulk work (creates, downloads) waits.
-    """
-
-    SCOPES = (("org", "RateLimit-Remaining", "RateLimit-Reset"),
-              ("user", "RateLimit-User-Remaining", "RateLimit-User-Reset"))
-
-    def __init__(self, *, clock: Callable[[], float], sleep: Callable[[float], None],
-                 max_wait: float = 90.0) -> None:
-        self._clock = clock
-        self._sleep = sleep
-        self._max_wait = max_wait
-        self._lock = threading.Lock()
-        self._windows: dict[str, _Window] = {}
-        self.waited_s = 0.0  #: total time spent holding requests back (for reports)
-
-    def acquire(self, reserve: int = 0) -> None:
-        while True:
-            with self._lock:
-                now = self._clock()
-                wait = 0.0
-                for w in self._windows.values():
-                    if w.remaining <= reserve and w.reset_at > now:
-                        wait = max(wait, w.reset_at - now)
-                if wait <= 0:
-                    for w in self._windows.values():
-                        if w.reset_at > now:
-                            w.remaining -= 1
-                    return
-            wait = min(wait, self._max_wait)
-            self.waited_s += wait
-            self._sleep(wait)
-
-    def update(self, headers: Mapping[str, str], *, exhausted: bool = False) -> None:
-        """Record the windows an answer reports (``exhausted``: it was a 429)."""
-        with self._lock:
-            now = self._clock()
-            for scope, rem_h, reset_h in self.SCOPES:
-                try:
-                    remaining = int(headers[rem_h])
-                    reset = float(headers[reset_h])
-                except (KeyError, ValueError):
-                    continue
-                if exhausted:
-                    remaining = 0
-                new = _Window(remaining, now + max(reset, 0.0))
-                old = self._windows.get(scope)
-                # Within one window, requests still in flight were already counted locally: keep
-                # the lower figure. A later reset means a new window: take the server's word.
-                if old is not None and old.reset_at > now and new.reset_at <= old.reset_at + 1.0:
-                    new.remaining = min(new.remaining, old.remaining)
-                    new.reset_at = max(new.reset_at, old.reset_at)
-                self._windows[scope] = new
-
-
-def _reset_wait(resp: requests.Response) -> float | None:
-    """Seconds a 429 asks us to wait: the spent scope's reset, else any reset, else Retry-After."""
-    h = resp.headers
-    spent, any_reset = [], []
-    for _, rem_h, reset_h in RateGate.SCOPES:
-        with contextlib.suppress(KeyError, ValueError):
-            reset = float(h[reset_h])
-            any_reset.append(reset)
-            if int(h.get(rem_h, "1")) <= 0:
-                spent.append(reset)
-    with contextlib.suppress(ValueError, TypeError, AttributeError):
-        body_reset = resp.json().get("reset")
-        if body_reset is not None:
-            any_reset.append(float(body_reset))
-    if spent:
-        return max(spent)
-    if any_reset:
-        return max(any_reset)
-    with contextlib.suppress(KeyError, ValueError):
-        return float(h["Retry-After"])
-    return None
-
-
 # ---------------------------------------------------------------------------------------------
 # The client
 # ---------------------------------------------------------------------------------------------
@@ -259,10 +102,11 @@ class BuildkiteClient:
         base_url: str | None = None,
         session: requests.Session | None = None,
         timeout: Timeout = DEFAULT_TIMEOUT,
-        max_retries: int = 4,
-        backoff_s: float = 0.5,
-        max_rate_wait_s: float = 90.0,
-        max_rate_waits: int = 5,
+        retry: RetryPolicy | None = None,
+        max_retries: int | None = None,
+        backoff_s: float | None = None,
+        max_rate_wait_s: float | None = None,
+        max_rate_waits: int | None = None,
         rate_gate: bool = True,
         reserve: int = 4,
         clock: Callable[[], float] = time.monotonic,
@@ -296,16 +140,22 @@ class BuildkiteClient:
             session.mount("https://", adapter)
         self._session = session
         self.timeout = timeout
-        self.max_retries = max_retries
-        self.backoff_s = backoff_s
-        self.max_rate_wait_s = max_rate_wait_s
-        self.max_rate_waits = max_rate_waits
+        # Every call's retry decisions; the single keyword arguments override its defaults.
+        overrides = {k: v for k, v in (("max_retries", max_retries), ("backoff_s", backoff_s),
+                                       ("max_rate_wait_s", max_rate_wait_s),
+                                       ("max_rate_waits", max_rate_waits)) if v is not None}
+        self.retry = dataclasses.replace(retry or RetryPolicy(), **overrides)
         self.reserve = reserve
         self.clock = clock
         self.sleep = sleep
-        self.gate = RateGate(clock=clock, sleep=sleep, max_wait=max_rate_wait_s) if rate_gate else None
+        self.gate = (RateGate(clock=clock, sleep=sleep, max_wait=self.retry.max_rate_wait_s)
+                     if rate_gate else None)
         self._closed = False
         self._origin = _origin(self.base_url)
+
+    @property
+    def max_retries(self) -> int:
+        return self.retry.max_retries
 
     def __repr__(self) -> str:
         return (f"BuildkiteClient(base_url={self.base_url!r}, org={self.org!r}, "
@@ -356,7 +206,7 @@ class BuildkiteClient:
         what = f"{method} {_display(url)}"
         timeout = self.timeout if timeout is USE_DEFAULT else timeout
         idempotent = method in IDEMPOTENT
-        attempt = rate_waits = 0
+        tries = self.retry.attempts()
         while True:
             if self.gate is not None:
                 self.gate.acquire(0 if priority else self.reserve)
@@ -367,67 +217,28 @@ class BuildkiteClient:
                     stream=stream,
                 )
             except requests.RequestException as e:
-                kind = _transport_kind(e)
+                kind = transport_kind(e)
                 # A refused connection never reached the server: safe to retry even a POST.
-                safe = idempotent or isinstance(e, requests.ConnectTimeout) or _refused(e)
-                if safe and attempt < self.max_retries:
-                    attempt += 1
-                    log.debug("%s: %s, retry %d", what, kind, attempt)
-                    self.sleep(self._backoff(attempt))
-                    continue
-                raise TransportError(f"{what}: {kind}", ambiguous=not safe) from None
+                safe = idempotent or isinstance(e, requests.ConnectTimeout) or refused(e)
+                wait = tries.after_transport_error(safe)
+                if wait is None:
+                    raise TransportError(f"{what}: {kind}", ambiguous=not safe) from None
+                log.debug("%s: %s, retry %d", what, kind, tries.retries)
+                self.sleep(wait)
+                continue
             log.debug("%s -> %d", what, resp.status_code)
             if self.gate is not None:
                 self.gate.update(resp.headers, exhausted=resp.status_code == 429)
             status = resp.status_code
             if status < 400 or status in ok:
                 return resp
-            if status == 429 and rate_waits < self.max_rate_waits:
-                rate_waits += 1
-                wait = _reset_wait(resp)
-                wait = self._backoff(rate_waits) if wait is None else wait
-                wait = min(max(wait, 0.0), self.max_rate_wait_s)
-                log.info("%s: rate limited, waiting %.1fs", what, wait)
-                resp.close()
-                self.sleep(wait)
-                continue
-            if status >= 500 and idempotent and attempt < self.max_retries:
-                attempt += 1
-                log.debug("%s: HTTP %d, retry %d", what, status, attempt)
-                resp.close()
-                self.sleep(self._backoff(attempt))
-                continue
-            raise self._error(resp, what)
-
-    def _backoff(self, attempt: int) -> float:
-        return min(self.backoff_s * 2 ** (attempt - 1), 30.0)
-
-    def _error(self, resp: requests.Response, what: str) -> ApiError:
-        status = resp.status_code
-        try:
-            body: Any = resp.json()
-        except ValueError:
-            body = resp.text[:2000]
-        server_msg = body.get("message") if isinstance(body, dict) else None
-        server_msg = self._auth.scrub(str(server_msg or resp.reason or "").strip())[:500]
-        msg = f"{what}: HTTP {status}" + (f": {server_msg}" if server_msg else "")
-        if status in (401, 403):
-            m = _SCOPE_RE.search(server_msg)
-            scope = m.group(1) if m else None
-            hint = (f" (the API token lacks the {scope} scope)" if scope else
-                    " (check BUILDKITE_API_TOKEN and its scopes: write_builds, read_builds, "
-                    "read_artifacts, read_build_logs)")
-            return AuthError(status, msg + hint, body, scope=scope)
-        if status == 404:
-            return NotFound(status, msg + " (check BUILDKITE_ORG, BUILDKITE_PIPELINE and the "
-                            "build number; a token without access also gets 404)", body)
-        if status == 422:
-            return ValidationFailed(status, msg, body)
-        if status == 429:
-            return RateLimited(status, msg, body)
-        if status >= 500:
-            return ServerError(status, msg, body)
-        return ApiError(status, msg, body)
+            wait = tries.after_answer(resp, idempotent=idempotent)
+            if wait is None:
+                raise error_for(resp, what, self._auth.scrub)
+            log.log(logging.INFO if status == 429 else logging.DEBUG,
+                    "%s: HTTP %d, waiting %.1fs", what, status, wait)
+            resp.close()
+            self.sleep(wait)
 
     # -- helpers ---------------------------------------------------------------------------------
 
@@ -559,7 +370,8 @@ class BuildkiteClient:
         hand the same way."""
         if self._closed:
             raise InfraError("the Buildkite client is closed")
-        attempt = hops = 0
+        tries = self.retry.attempts()
+        hops = 0
         while True:
             if not url.startswith(("https://", "http://")):
                 raise ArtifactError("artifact redirect target is not an http(s) URL")
@@ -573,9 +385,10 @@ class BuildkiteClient:
                         hops += 1
                         url = r.headers["Location"]
                         continue
-                    if r.status_code >= 500 and attempt < self.max_retries:
-                        attempt += 1
-                        self.sleep(self._backoff(attempt))
+                    wait = (tries.after_answer(r, idempotent=True) if r.status_code >= 500
+                            else None)
+                    if wait is not None:
+                        self.sleep(wait)
                         continue
                     if r.status_code != 200:
                         raise ArtifactError(f"GET {where}: storage answered HTTP {r.status_code}: "
@@ -588,10 +401,10 @@ class BuildkiteClient:
                         chunks.append(chunk)
                     return b"".join(chunks)
             except requests.RequestException as e:
-                if attempt >= self.max_retries:
-                    raise ArtifactError(f"GET {where}: {_transport_kind(e)}") from None
-                attempt += 1
-                self.sleep(self._backoff(attempt))
+                wait = tries.after_transport_error(True)
+                if wait is None:
+                    raise ArtifactError(f"GET {where}: {transport_kind(e)}") from None
+                self.sleep(wait)
 
     def job_log(self, number: int, job_id: str, *, tail_bytes: int = 64 * 1024) -> str:
         """The end of a job's log as text (``Range: bytes=-N``; whole log when Range is ignored)."""
@@ -616,31 +429,3 @@ def _display(url: str) -> str:
     """A URL for messages: no query string (signed storage URLs carry credentials there)."""
     parts = urlsplit(url)
     return f"{parts.scheme}://{parts.netloc}{parts.path}" if parts.scheme else parts.path
-
-
-def _transport_kind(e: BaseException) -> str:
-    if isinstance(e, requests.ConnectTimeout):
-        return "connect timeout"
-    if isinstance(e, requests.ReadTimeout):
-        return "read timeout (no answer in time)"
-    if isinstance(e, requests.ConnectionError):
-        return "connection refused" if _refused(e) else "connection failed or reset"
-    return type(e).__name__
-
-
-def _refused(e: BaseException) -> bool:
-    seen = 0
-    cur: BaseException | None = e
-    while cur is not None and seen < 8:
-        if isinstance(cur, ConnectionRefusedError):
-            return True
-        nxt = getattr(cur, "reason", None)
-        if not isinstance(nxt, BaseException):
-            nxt = cur.args[0] if cur.args and isinstance(cur.args[0], BaseException) else None
-        cur = nxt if nxt is not None else cur.__context__
-        seen += 1
-    return False
-
-
-def is_terminal(build: Mapping[str, Any]) -> bool:
-    return build.get("state") in TERMINAL_STATES

@@ -16,135 +16,50 @@ It behaves like the real API where kitebench depends on it (see the Buildkite re
   (closes the connection without an answer), ``slow`` / ``slow_after`` (delays the answer);
 * simulated builds: scheduled → running (agent assigned) → passed/failed, or canceling → canceled,
   driven by a :class:`VirtualClock` whose ``scale`` speeds simulated time up (the benchmark runs
-  minutes of API traffic in seconds; tests keep scale 1 or speed it up).
+  minutes of API traffic in seconds; tests keep scale 1 or speed it up);
+* webhooks (:meth:`StandIn.add_webhook`, sent by :mod:`tests.bk_webhooks`): real HTTP POSTs at
+  the moment a build changes state, signed or with a token, as Buildkite's notification service
+  sends them.
 
 What each build does is decided by ``planner(create_body) -> BuildPlan``.
 """
 
 from __future__ import annotations
 
-import contextlib
-import datetime as dt
 import hashlib
 import json
 import math
 import re
 import secrets
-import socket
 import threading
 import time
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import ThreadingHTTPServer
 from typing import Any
-from urllib.parse import parse_qsl, urlencode, urlsplit
+from urllib.parse import parse_qsl, urlsplit
 
-from contract.models import FullResult, KitebenchInfo, SystemInfo
+from tests.bk_endpoints import ApiHandler, Endpoints, StoreHandler, serve
+from tests.bk_sim import (
+    FINISHED,
+    BuildPlan,
+    Fault,
+    LogEntry,
+    SimBuild,
+    VirtualClock,
+    passing_result,
+)
+from tests.bk_webhooks import Delivery, Notifier, Webhook
+
+__all__ = ["ALL_SCOPES", "FINISHED", "BuildPlan", "Delivery", "Fault", "LogEntry", "StandIn",
+           "VirtualClock", "Webhook", "passing_result"]
 
 ALL_SCOPES = frozenset({"read_builds", "write_builds", "read_artifacts", "read_build_logs",
                         "read_agents"})
-FINISHED = ("passed", "failed", "blocked", "canceled")
 
 
-class VirtualClock:
-    """Simulated seconds since start; ``scale`` simulated seconds pass per real second."""
 
-    def __init__(self, scale: float = 1.0) -> None:
-        self.scale = scale
-        self._t0 = time.monotonic()
-        self._wall0 = dt.datetime.now(dt.UTC)
-
-    def now(self) -> float:
-        return (time.monotonic() - self._t0) * self.scale
-
-    def sleep(self, seconds: float) -> None:
-        time.sleep(max(0.0, seconds) / self.scale)
-
-    def iso(self, t: float | None) -> str | None:
-        if t is None:
-            return None
-        stamp = self._wall0 + dt.timedelta(seconds=t)
-        return stamp.isoformat(timespec="milliseconds").replace("+00:00", "Z")
-
-
-def passing_result(**info: Any) -> dict[str, Any]:
-    """A result.json document of a run that passed."""
-    res = FullResult(success=True, system=SystemInfo(gpu="NVIDIA H100 80GB HBM3"),
-                     kitebench=KitebenchInfo(passed=True, exit_code=0, **info))
-    return json.loads(res.to_json())
-
-
-@dataclass
-class BuildPlan:
-    """What one simulated build does (times in simulated seconds)."""
-
-    state: str = "passed"  #: final build state when the job ends by itself
-    queue_s: float = 1.0  #: scheduled → running
-    run_s: float = 2.0  #: running → finished
-    exit_status: int | None = 0
-    signal: str | None = None
-    signal_reason: str | None = None
-    job_state: str | None = None  #: final job state (default: the build state)
-    #: result.json content (dict → JSON, str/bytes as is); None → no artifact
-    result: Any = field(default_factory=passing_result)
-    #: result.json uploaded when the build is cancelled while running (None → none)
-    result_on_cancel: Any = None
-    log: str = "~~~ kitebench job\nrunning the submission\n"
-    agent: str = "gpu-host-1-0"
-    cancel_grace_s: float = 1.0
-    corrupt_sha1: bool = False  #: advertise a wrong sha1sum for result.json
-
-
-@dataclass
-class Fault:
-    method: str
-    path: re.Pattern[str]
-    kind: str  #: 500 | 500_after | drop | drop_after | slow | slow_after
-    times: int = 1
-    delay_s: float = 0.0  #: real seconds, for slow*
-
-
-@dataclass
-class _Build:
-    number: int
-    id: str
-    body: dict[str, Any]
-    plan: BuildPlan
-    created: float
-    job_id: str = field(default_factory=lambda: str(uuid.uuid4()))
-    cancel_at: float | None = None
-    cancel_state_at: str | None = None  #: state when the cancel arrived
-    artifacts: list[dict[str, Any]] = field(default_factory=list)
-    finalized: bool = False
-
-    @property
-    def start_at(self) -> float:
-        return self.created + self.plan.queue_s
-
-    @property
-    def end_at(self) -> float:
-        if self.cancel_at is not None:
-            if self.cancel_state_at == "running":
-                return min(self.cancel_at + self.plan.cancel_grace_s, self.natural_end)
-            return self.cancel_at
-        return self.natural_end
-
-    @property
-    def natural_end(self) -> float:
-        return self.start_at + self.plan.run_s
-
-
-@dataclass
-class LogEntry:
-    t: float
-    token: str  #: a label, never the token itself ("token#1")
-    method: str
-    path: str
-    status: int
-
-
-class StandIn:
+class StandIn(Endpoints):
     """Both servers; use as a context manager (``with StandIn() as bk:``)."""
 
     def __init__(
@@ -172,7 +87,7 @@ class StandIn:
         self.clock = VirtualClock(time_scale)
         self.planner = planner or (lambda body: BuildPlan())
         self.lock = threading.RLock()
-        self.builds: dict[int, _Build] = {}
+        self.builds: dict[int, SimBuild] = {}
         self.log: list[LogEntry] = []
         self.store_log: list[dict[str, Any]] = []
         self.faults: list[Fault] = []
@@ -181,15 +96,17 @@ class StandIn:
         self._next_number = 1
         self._api: ThreadingHTTPServer | None = None
         self._store: ThreadingHTTPServer | None = None
+        self.notifier = Notifier(self)
 
     # -- lifecycle -------------------------------------------------------------------------------
 
     def start(self) -> StandIn:
-        self._api = _serve(_ApiHandler, self)
-        self._store = _serve(_StoreHandler, self)
+        self._api = serve(ApiHandler, self)
+        self._store = serve(StoreHandler, self)
         return self
 
     def stop(self) -> None:
+        self.notifier.stop()
         for srv in (self._api, self._store):
             if srv is not None:
                 srv.shutdown()
@@ -258,7 +175,7 @@ class StandIn:
 
     # -- build simulation (under self.lock) ------------------------------------------------------
 
-    def _state(self, b: _Build, now: float) -> str:
+    def _state(self, b: SimBuild, now: float) -> str:
         if now >= b.end_at:
             self._finalize(b)
             if b.cancel_at is not None and b.end_at < b.natural_end:
@@ -268,7 +185,7 @@ class StandIn:
             return "canceling"
         return "running" if now >= b.start_at else "scheduled"
 
-    def _finalize(self, b: _Build) -> None:
+    def _finalize(self, b: SimBuild) -> None:
         if b.finalized:
             return
         b.finalized = True
@@ -295,7 +212,7 @@ class StandIn:
             "_key": key,
         })
 
-    def _job_json(self, b: _Build, now: float) -> dict[str, Any]:
+    def _job_json(self, b: SimBuild, now: float) -> dict[str, Any]:
         state = self._state(b, now)
         started = now >= b.start_at and not (b.cancel_at is not None and b.cancel_at < b.start_at)
         job: dict[str, Any] = {
@@ -320,7 +237,7 @@ class StandIn:
                            signal=b.plan.signal, signal_reason=b.plan.signal_reason)
         return job
 
-    def _build_json(self, b: _Build, now: float, jobs: bool = True) -> dict[str, Any]:
+    def _build_json(self, b: SimBuild, now: float, jobs: bool = True) -> dict[str, Any]:
         state = self._state(b, now)
         out = {
             "id": b.id, "number": b.number, "state": state, "blocked": False,
@@ -337,11 +254,21 @@ class StandIn:
             out["jobs"] = [self._job_json(b, now)]
         return out
 
-    def _web(self, b: _Build) -> str:
+    def _web(self, b: SimBuild) -> str:
         return f"https://buildkite.com/{self.org}/{self.pipeline}/builds/{b.number}"
 
     def _pipe_path(self) -> str:
         return f"/organizations/{self.org}/pipelines/{self.pipeline}"
+
+    # -- webhooks (sent by bk_webhooks.Notifier) ---------------------------------------------
+
+    def add_webhook(self, url: str, **kw: Any) -> Webhook:
+        """Register a webhook (see :meth:`bk_webhooks.Notifier.add`)."""
+        return self.notifier.add(url, **kw)
+
+    @property
+    def deliveries(self) -> list[Delivery]:
+        return self.notifier.deliveries
 
     # -- rate limit ------------------------------------------------------------------------------
 
@@ -377,7 +304,7 @@ class StandIn:
 
     # -- request handling ------------------------------------------------------------------------
 
-    def handle(self, h: _ApiHandler, method: str) -> None:
+    def handle(self, h: ApiHandler, method: str) -> None:
         parts = urlsplit(h.path)
         path = parts.path[3:] if parts.path.startswith("/v2") else parts.path
         query = parse_qsl(parts.query, keep_blank_values=True)
@@ -436,228 +363,3 @@ class StandIn:
                 f.times -= 1
                 return f
         return None
-
-    def _route(self, method: str, path: str, query: list[tuple[str, str]], body: Any,
-               token: str, h: _ApiHandler) -> tuple[int, Any, dict[str, str]]:
-        scopes = self.tokens[token]
-
-        def need(scope: str) -> tuple[int, Any, dict[str, str]] | None:
-            if scope in scopes:
-                return None
-            return 403, {"message": f"Forbidden: your API access token is missing the "
-                                    f"`{scope}` scope"}, {}
-
-        pipe = re.escape(self._pipe_path())
-        org = re.escape(f"/organizations/{self.org}")
-        m_build = re.fullmatch(pipe + r"/builds/(\d+)(/.*)?", path)
-        with self.lock:
-            now = self.clock.now()
-            if re.fullmatch(pipe + r"/builds/?", path) or re.fullmatch(org + r"/builds/?", path):
-                if method == "POST" and "/pipelines/" in path:
-                    return need("write_builds") or self._create(body, now)
-                if method == "GET":
-                    return need("read_builds") or self._list(path, query, now)
-            if m_build:
-                b = self.builds.get(int(m_build.group(1)))
-                rest = m_build.group(2) or ""
-                if b is None:
-                    return 404, {"message": "No build found"}, {}
-                if method == "GET" and rest == "":
-                    jobs = dict(query).get("exclude_jobs") != "true"
-                    return need("read_builds") or (200, self._build_json(b, now, jobs), {})
-                if method == "PUT" and rest == "/cancel":
-                    return need("write_builds") or self._cancel(b, now)
-                if method == "GET" and rest == "/artifacts":
-                    return need("read_artifacts") or self._page(
-                        path, query, self._artifacts(b, now))
-                m = re.fullmatch(r"/jobs/([\w-]+)/artifacts(?:/([\w-]+)/download)?", rest)
-                if method == "GET" and m and m.group(1) == b.job_id:
-                    denied = need("read_artifacts")
-                    if denied:
-                        return denied
-                    arts = self._artifacts(b, now)
-                    if m.group(2) is None:
-                        return self._page(path, query, arts)
-                    art = next((a for a in arts if a["id"] == m.group(2)), None)
-                    if art is None:
-                        return 404, {"message": "No artifact found"}, {}
-                    url = (f"{self.store_url}/objects/{art['_key']}?X-Amz-Algorithm=AWS4-HMAC"
-                           f"&X-Amz-Expires=60&X-Amz-Signature={secrets.token_hex(16)}")
-                    return 302, {"url": url}, {"Location": url}
-                m = re.fullmatch(r"/jobs/([\w-]+)/log(\.txt)?", rest)
-                if method == "GET" and m and m.group(1) == b.job_id:
-                    return need("read_build_logs") or self._log(b, now, bool(m.group(2)), h)
-        return 404, {"message": "Not Found"}, {}
-
-    def _create(self, body: Any, now: float) -> tuple[int, Any, dict[str, str]]:
-        if not isinstance(body, dict):
-            return 400, {"message": "Problems parsing JSON"}, {}
-        missing = [k for k in ("commit", "branch") if not body.get(k)]
-        if missing:
-            return 422, {"message": "Validation failed: " + ", ".join(
-                f"{k.capitalize()} can't be blank" for k in missing)}, {}
-        for key in ("env", "meta_data"):
-            val = body.get(key, {})
-            if not isinstance(val, dict) or not all(isinstance(v, str) for v in val.values()):
-                return 422, {"message": f"Validation failed: {key} must be a map of strings"}, {}
-        for v in (body.get("meta_data") or {}).values():
-            if len(v.encode()) > 100 * 1024:
-                return 422, {"message": "Validation failed: meta-data value is too large"}, {}
-        number = self._next_number
-        self._next_number += 1
-        b = _Build(number, str(uuid.uuid4()), body, self.planner(body), now)
-        self.builds[number] = b
-        return 201, self._build_json(b, now), {}
-
-    def _list(self, path: str, query: list[tuple[str, str]], now: float):
-        states: set[str] = set()
-        meta: dict[str, str] = {}
-        branch = None
-        for k, v in query:
-            if k in ("state[]", "state"):
-                states |= set(FINISHED) if v == "finished" else {v}
-            elif k.startswith("meta_data[") and k.endswith("]"):
-                meta[k[10:-1]] = v
-            elif k == "branch":
-                branch = v
-        jobs = dict(query).get("exclude_jobs") != "true"
-        out = []
-        for b in sorted(self.builds.values(), key=lambda b: -b.number):
-            md = b.body.get("meta_data") or {}
-            if any(md.get(k) != v for k, v in meta.items()):
-                continue
-            if branch and b.body.get("branch") != branch:
-                continue
-            if states and self._state(b, now) not in states:
-                continue
-            out.append(self._build_json(b, now, jobs))
-        return self._page(path, query, out)
-
-    def _page(self, path: str, query: list[tuple[str, str]], items: list[dict[str, Any]]):
-        q = dict(query)
-        try:
-            per_page = max(1, min(100, int(q.get("per_page", 30))))
-            page = max(1, int(q.get("page", 1)))
-        except ValueError:
-            return 400, {"message": "Invalid page"}, {}
-        last = max(1, math.ceil(len(items) / per_page))
-        chunk = [{k: v for k, v in it.items() if not k.startswith("_")}
-                 for it in items[(page - 1) * per_page: page * per_page]]
-        rest = [(k, v) for k, v in query if k != "page"]
-
-        def link(p: int, rel: str) -> str:
-            return f'<{self.api_url}{path}?{urlencode(rest + [("page", str(p))])}>; rel="{rel}"'
-
-        links = []
-        if page < last:
-            links += [link(page + 1, "next"), link(last, "last")]
-        if page > 1:
-            links += [link(1, "first"), link(page - 1, "prev")]
-        return 200, chunk, ({"Link": ", ".join(links)} if links else {})
-
-    def _artifacts(self, b: _Build, now: float) -> list[dict[str, Any]]:
-        self._state(b, now)  # finalizes a finished build (uploads its result.json)
-        return list(b.artifacts)
-
-    def _cancel(self, b: _Build, now: float):
-        state = self._state(b, now)
-        if state not in ("scheduled", "running", "failing"):
-            return 422, {"message": f"Build can't be canceled because it's {state}"}, {}
-        b.cancel_at = now
-        b.cancel_state_at = state
-        return 200, self._build_json(b, now), {}
-
-    def _log(self, b: _Build, now: float, txt: bool, h: _ApiHandler):
-        text = b.plan.log if now >= b.start_at else ""
-        data = text.encode()
-        if txt or "text/plain" in (h.headers.get("Accept") or ""):
-            rng = re.fullmatch(r"bytes=-(\d+)", h.headers.get("Range") or "")
-            if rng and data:
-                n = min(int(rng.group(1)), len(data))
-                return 206, data[-n:], {"Content-Type": "text/plain",
-                                        "Content-Range": f"bytes {len(data) - n}-{len(data) - 1}"
-                                                         f"/{len(data)}"}
-            return 200, data, {"Content-Type": "text/plain"}
-        return 200, {"url": f"{self.api_url}{self._pipe_path()}/builds/{b.number}/jobs/"
-                            f"{b.job_id}/log", "content": text, "size": len(data),
-                     "header_times": []}, {}
-
-    # -- storage ---------------------------------------------------------------------------------
-
-    def handle_store(self, h: _StoreHandler) -> None:
-        parts = urlsplit(h.path)
-        auth = h.headers.get("Authorization")
-        with self.lock:
-            self.store_log.append({"path": parts.path, "authorization": auth,
-                                   "headers": dict(h.headers.items())})
-            m = re.fullmatch(r"/objects/(\w+)", parts.path)
-            blob = self._blobs.get(m.group(1)) if m else None
-        if auth is not None:
-            h.reply(400, b"<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<Error><Code>InvalidArgument"
-                         b"</Code><Message>Only one auth mechanism allowed; only the X-Amz-Algorithm"
-                         b" query parameter, Signature query string parameter or the Authorization "
-                         b"header should be specified</Message></Error>",
-                    {"Content-Type": "application/xml"})
-            return
-        if blob is None or "X-Amz-Signature=" not in parts.query:
-            h.reply(403, b"<Error><Code>AccessDenied</Code></Error>",
-                    {"Content-Type": "application/xml"})
-            return
-        h.reply(200, blob, {"Content-Type": "application/octet-stream"})
-
-
-class _Handler(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
-    standin: StandIn
-
-    def log_message(self, format: str, *args: Any) -> None:  # quiet
-        pass
-
-    def reply(self, status: int, payload: Any, headers: dict[str, str] | None = None) -> None:
-        headers = dict(headers or {})
-        if isinstance(payload, bytes):
-            data = payload
-        else:
-            data = json.dumps(payload).encode()
-            headers.setdefault("Content-Type", "application/json; charset=utf-8")
-        self.send_response(status)
-        for k, v in headers.items():
-            self.send_header(k, v)
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
-
-    def drop(self) -> None:
-        """Close the connection without an answer (a reset, as the client sees it)."""
-        self.close_connection = True
-        with contextlib.suppress(OSError):
-            self.connection.shutdown(socket.SHUT_RDWR)
-
-
-class _ApiHandler(_Handler):
-    def do_GET(self) -> None:
-        self.standin.handle(self, "GET")
-
-    def do_POST(self) -> None:
-        self.standin.handle(self, "POST")
-
-    def do_PUT(self) -> None:
-        self.standin.handle(self, "PUT")
-
-
-class _StoreHandler(_Handler):
-    def do_GET(self) -> None:
-        self.standin.handle_store(self)
-
-
-class _Server(ThreadingHTTPServer):
-    daemon_threads = True
-    request_queue_size = 512  # listen() backlog: a hundred clients may connect at once
-
-
-def _serve(handler: type[_Handler], standin: StandIn) -> ThreadingHTTPServer:
-    cls = type(handler.__name__, (handler,), {"standin": standin})
-    srv = _Server(("127.0.0.1", 0), cls)
-    threading.Thread(target=srv.serve_forever, args=(0.05,), name=f"standin-{handler.__name__}",
-                     daemon=True).start()
-    return srv

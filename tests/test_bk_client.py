@@ -195,6 +195,27 @@ def test_connection_errors(client: BuildkiteClient) -> None:
     assert e.value.ambiguous  # the launcher must look the build up before re-posting
 
 
+@responses.activate
+def test_one_retry_policy_governs_api_and_storage_calls(ft: FakeTime) -> None:
+    from launcher.retry import RetryPolicy
+
+    c = BuildkiteClient(TOKEN, org="acme", pipeline="bench", base_url=API, clock=ft.clock,
+                        sleep=ft.sleep, env={}, retry=RetryPolicy(max_retries=1, backoff_s=2.0))
+    responses.get(f"{PIPE}/builds/1", status=500, json={"message": "boom"})
+    with pytest.raises(ServerError):
+        c.get_build(1)
+    store = "https://store.example.test/obj/abc?X-Amz-Signature=s1"
+    dl = f"{PIPE}/builds/1/jobs/j1/artifacts/a1/download"
+    responses.get(dl, status=302, headers={"Location": store})
+    responses.get(store, status=503, body=b"slow down")
+    with pytest.raises(ArtifactError, match="HTTP 503"):
+        c.download_artifact({"download_url": dl, "state": "finished"})
+    # one retry each (API GET, storage GET), both after the policy's first backoff
+    assert [call.request.url.split("?")[0] for call in responses.calls] == [
+        f"{PIPE}/builds/1", f"{PIPE}/builds/1", dl, store.split("?")[0], store.split("?")[0]]
+    assert ft.sleeps == [2.0, 2.0]
+
+
 # -- rate limits ------------------------------------------------------------------------------
 
 

@@ -5,24 +5,20 @@ from __future__ import annotations
 
 import json
 import logging
-import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
 import requests
 
-sys.path.insert(0, str(Path(__file__).parent))
-
-from bk_standin import BuildPlan, StandIn, passing_result  # noqa: E402
-
-from contract import codec  # noqa: E402
-from contract.models import FullResult, RunnerExit  # noqa: E402
-from launcher.base import StatusEvent, SubmitOptions  # noqa: E402
-from launcher.buildkite import BuildkiteLauncher  # noqa: E402
-from launcher.client import AuthError, BuildkiteClient  # noqa: E402
-from launcher.errors import InfraError, UsageError  # noqa: E402
-from launcher.gpus import load_registry  # noqa: E402
+from contract import codec
+from contract.models import FullResult, RunnerExit
+from launcher.base import StatusEvent, SubmitOptions
+from launcher.buildkite import BuildkiteLauncher
+from launcher.client import AuthError, BuildkiteClient
+from launcher.errors import InfraError, UsageError
+from launcher.gpus import load_registry
+from tests.bk_standin import BuildPlan, StandIn, passing_result
 
 PAYLOAD = {"lang": "cu", "mode": "test", "sources": {"submission.cu": "__global__ void k(){}"},
            "tests": [{"size": 128, "seed": 1}]}

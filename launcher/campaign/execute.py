@@ -256,13 +256,9 @@ class Campaign:
         callbacks = [self._status_cb(st) for st, _ in ready]
 
         def on_status(ev: StatusEvent) -> None:
-            # the launcher's items say which submission a build number belongs to
-            if ev.build_number is None:
-                return
-            for it in list(getattr(launcher, "last_items", [])):
-                if it.number == ev.build_number and it.index < len(callbacks):
-                    callbacks[it.index](ev)
-                    return
+            # each event names the payload of the batch it is about
+            if ev.index is not None and 0 <= ev.index < len(callbacks):
+                callbacks[ev.index](ev)
 
         try:
             results = launcher.submit_many([p for _, p in ready], on_status=on_status,

@@ -34,6 +34,7 @@ COMMANDS: dict[str, str] = {
     "matrix": "launcher.cli.matrix:matrix",
     "runs": "launcher.cli.runs:runs",
     "leaderboard": "launcher.cli.leaderboard:leaderboard",
+    "webhook": "launcher.cli.webhook:webhook",
 }
 
 

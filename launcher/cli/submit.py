@@ -14,10 +14,12 @@ import click
 
 from contract.models import MODES
 from launcher.base import StatusEvent
+from launcher.cli.wait import webhook_options
 
 if TYPE_CHECKING:
     from launcher.base import SubmitOptions
     from launcher.campaign.record import SubmitRecord
+
 
 class _StatusLine:
     """One live status line on stderr: rewritten in place on a terminal, a line per event else."""
@@ -116,6 +118,7 @@ class _StatusLine:
               help="Results store URL that records this attempt [env KITEBENCH_STORE; default "
                    "an SQLite file in the user data dir].")
 @click.option("--no-store", is_flag=True, help="Do not record this attempt in the results store.")
+@webhook_options
 def submit(
     task_dir: Path,
     submission: Path | None,
@@ -137,6 +140,8 @@ def submit(
     quiet: bool,
     store_url: str | None,
     no_store: bool,
+    webhook_port: int | None,
+    webhook_host: str,
 ) -> int:
     """Run a submission against TASK_DIR (a reference-kernels task.yml dir) and print the verdict."""
     from contract.resultio import write_result
@@ -161,6 +166,8 @@ def submit(
         org=org,
         pipeline=pipeline,
         api_url=api_url,
+        webhook_port=webhook_port,
+        webhook_host=webhook_host if webhook_port is not None else None,
     )
     status = _StatusLine(quiet=quiet)
     record = None if no_store else _record(opts, store_url)
@@ -195,6 +202,7 @@ def _record(opts: SubmitOptions, store_url: str | None) -> SubmitRecord | None:
     """The store record of this attempt; a store that cannot be opened costs a warning, not the
     run (the verdict matters more than its bookkeeping)."""
     from launcher.campaign.record import SubmitRecord
+
     from launcher.campaign.store import Store
     from launcher.errors import InfraError, UsageError
 

@@ -11,6 +11,8 @@ from typing import Any
 
 import click
 
+from launcher.webhook import DEFAULT_HOST
+
 F = Callable[..., Any]
 
 
@@ -26,11 +28,31 @@ def buildkite_options(f: F) -> F:
     return f
 
 
-def make_launcher(org: str | None, pipeline: str | None, api_url: str | None) -> Any:
+def webhook_options(f: F) -> F:
+    """--webhook-port / --webhook-host: receive Buildkite's webhooks while waiting."""
+    f = click.option("--webhook-host", default=DEFAULT_HOST, show_default=True,
+                     help="Address the webhook receiver listens on.")(f)
+    f = click.option("--webhook-port", type=click.IntRange(1, 65535), default=None,
+                     help="Receive Buildkite webhooks on this port while waiting and poll only "
+                          "as a safety net (KITEBENCH_WEBHOOK_SECRET or KITEBENCH_WEBHOOK_TOKEN; "
+                          "see docs/webhooks.md).")(f)
+    return f
+
+
+def make_launcher(org: str | None, pipeline: str | None, api_url: str | None,
+                  webhook_port: int | None = None, webhook_host: str = DEFAULT_HOST) -> Any:
     from launcher.buildkite import BuildkiteLauncher
     from launcher.client import BuildkiteClient
 
-    return BuildkiteLauncher(BuildkiteClient(org=org, pipeline=pipeline, base_url=api_url))
+    webhook = None
+    if webhook_port is not None:
+        from launcher.webhook import WebhookAuth, WebhookSettings
+
+        # The secret is checked before any API call: a missing one is a usage error up front.
+        webhook = WebhookSettings(port=webhook_port, host=webhook_host,
+                                  auth=WebhookAuth.from_env())
+    return BuildkiteLauncher(BuildkiteClient(org=org, pipeline=pipeline, base_url=api_url),
+                             webhook=webhook)
 
 
 def status_printer(quiet: bool = False) -> Callable[[Any], None]:
@@ -85,11 +107,12 @@ def emit_result(result: Any, as_json: bool, output: Path | None) -> int:
 @click.option("--output", "-o", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Also write the result to this file.")
 @click.option("--quiet", "-q", is_flag=True, help="No status lines on stderr.")
+@webhook_options
 def wait(build_number: int, org: str | None, pipeline: str | None, api_url: str | None,
          timeout_s: float | None, cancel_on_timeout: bool, as_json: bool, output: Path | None,
-         quiet: bool) -> int:
+         quiet: bool, webhook_port: int | None, webhook_host: str) -> int:
     """Wait for build BUILD_NUMBER and print its result (result.json, or why there is none)."""
-    launcher = make_launcher(org, pipeline, api_url)
+    launcher = make_launcher(org, pipeline, api_url, webhook_port, webhook_host)
     with launcher.client:
         result = launcher.wait(build_number, on_status=status_printer(quiet), timeout_s=timeout_s,
                                cancel_on_timeout=cancel_on_timeout)
