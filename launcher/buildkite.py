@@ -187,11 +187,19 @@ class BuildkiteLauncher:
         return item.result
 
     def submit_many(self, payloads: Sequence[Any], *, on_status: StatusCallback | None = None,
-                    timeout_s: float | None = None) -> list[FullResult]:
+                    timeout_s: float | None = None,
+                    ids: Sequence[str] | None = None) -> list[FullResult]:
         """Many payloads at once, followed together with batched list requests. Results come back
         in input order; a submission whose build could not be created gets a failed result (a
-        configuration error that stops every create is raised instead)."""
-        items = [self._prepare(p, i, timeout_s) for i, p in enumerate(payloads)]
+        configuration error that stops every create is raised instead).
+
+        ``ids``: the caller's idempotency key per payload (stored as ``meta_data[kitebench_id]``;
+        unique across the organization), so a caller killed before it learnt a build's number
+        can find the build again with :meth:`find` instead of submitting twice."""
+        if ids is not None and len(ids) != len(payloads):
+            raise UsageError(f"{len(ids)} ids for {len(payloads)} payloads")
+        items = [self._prepare(p, i, timeout_s, ids[i] if ids is not None else None)
+                 for i, p in enumerate(payloads)]
         if not items:
             return []
         batch = uuid.uuid4().hex
@@ -236,7 +244,14 @@ class BuildkiteLauncher:
 
     # -- preparation and creation ----------------------------------------------------------------
 
-    def _prepare(self, payload: Any, index: int, timeout_s: float | None) -> Item:
+    def find(self, kitebench_id: str) -> int | None:
+        """The number of the build made for idempotency key ``kitebench_id``, or None."""
+        found = self.client.list_builds(meta_data={"kitebench_id": kitebench_id}, per_page=5,
+                                        max_pages=1, priority=True)
+        return int(found[0]["number"]) if found else None
+
+    def _prepare(self, payload: Any, index: int, timeout_s: float | None,
+                 kitebench_id: str | None = None) -> Item:
         try:
             model = codec.validate(payload) if isinstance(payload, dict) else payload
             if getattr(model, "arch", None) is None and self.arch:
@@ -249,7 +264,7 @@ class BuildkiteLauncher:
         except codec.PayloadError as e:
             raise UsageError(e.message) from None
         budget = timeout_s or self.timeout_s or budget_for(model)
-        return Item(index=index, kitebench_id=uuid.uuid4().hex, encoded=encoded,
+        return Item(index=index, kitebench_id=kitebench_id or uuid.uuid4().hex, encoded=encoded,
                     message=self._message(model), budget_s=budget)
 
     def _message(self, model: Any) -> str:

@@ -171,9 +171,9 @@ class Campaign:
             elif row["status"] == "pending":
                 st = CellState(cell, row["id"])
                 todo.append((st, None))
-            elif row["status"] == "running" and row["build_number"] is not None:
+            elif row["status"] == "running" and (number := self._build_of(cell, row)) is not None:
                 st = CellState(cell, row["id"], status="running", build_url=row["build_url"])
-                todo.append((st, int(row["build_number"])))
+                todo.append((st, number))
             else:
                 if row["status"] == "running":
                     self.store.update_attempt(row["id"], status="partial",
@@ -184,6 +184,22 @@ class Campaign:
             self.states.append(st)
         self._todo = todo
         return todo
+
+    def _build_of(self, cell: Cell, row: dict[str, Any]) -> int | None:
+        """The build an unfinished attempt made: its stored number, else (killed before the
+        number was stored) the build that carries the attempt's idempotency key."""
+        if row["build_number"] is not None:
+            return int(row["build_number"])
+        if self.backend != "buildkite":
+            return None
+        number = self._launcher(cell).find(self._build_key(int(row["id"])))
+        if number is not None:
+            self.store.update_attempt(int(row["id"]), build_number=number)
+        return number
+
+    def _build_key(self, attempt_id: int) -> str:
+        """The attempt's idempotency key on Buildkite (run ids are random: unique per org)."""
+        return f"kitebench-{self.run_id}-{attempt_id}"
 
     def _row(self, cell: Cell) -> dict[str, Any]:
         return {"run_id": self.run_id, "cell_key": cell.key, "task": cell.task,
@@ -262,7 +278,8 @@ class Campaign:
 
         try:
             results = launcher.submit_many([p for _, p in ready], on_status=on_status,
-                                           timeout_s=self.timeout_s)
+                                           timeout_s=self.timeout_s,
+                                           ids=[self._build_key(st.attempt_id) for st, _ in ready])
         except KitebenchError as e:
             for st, _ in ready:
                 self._finish(st, status="failed", failure_stage=INFRA_STAGE, error=e.message,

@@ -202,7 +202,6 @@ def _record(opts: SubmitOptions, store_url: str | None) -> SubmitRecord | None:
     """The store record of this attempt; a store that cannot be opened costs a warning, not the
     run (the verdict matters more than its bookkeeping)."""
     from launcher.campaign.record import SubmitRecord
-
     from launcher.campaign.store import Store
     from launcher.errors import InfraError, UsageError
 
