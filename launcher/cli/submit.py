@@ -5,7 +5,6 @@ Exit codes: 0 every run passed, 1 the submission failed, 2 usage/bad input, 3 in
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -13,46 +12,12 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from contract.models import MODES
-from launcher.base import StatusEvent
+from launcher.cli.status_line import StatusLine
 from launcher.cli.wait import webhook_options
 
 if TYPE_CHECKING:
     from launcher.base import SubmitOptions
     from launcher.campaign.record import SubmitRecord
-
-
-class _StatusLine:
-    """One live status line on stderr: rewritten in place on a terminal, a line per event else."""
-
-    def __init__(self, quiet: bool = False) -> None:
-        self.tty = sys.stderr.isatty()
-        self.quiet = quiet
-        self.width = 0
-        self.last_state = ""
-
-    def __call__(self, event: StatusEvent) -> None:
-        # Off a terminal (CI logs) a line per state change, not one per poll: elapsed-only
-        # heartbeats carry no message.
-        if self.quiet or (not self.tty and not event.message and event.state == self.last_state):
-            return
-        self.last_state = event.state
-        text = f"[{event.elapsed_s:6.1f}s] {event.state}"
-        if event.message:
-            text += f": {event.message}"
-        if event.url:
-            text += f" {event.url}"
-        if self.tty:
-            text = text[:200]
-            pad = max(0, self.width - len(text))
-            click.echo("\r" + text + " " * pad, err=True, nl=False)
-            self.width = len(text)
-        else:
-            click.echo(text, err=True)
-
-    def done(self) -> None:
-        if self.tty and self.width and not self.quiet:
-            click.echo("", err=True)
-            self.width = 0
 
 
 @click.command()
@@ -169,7 +134,7 @@ def submit(
         webhook_port=webhook_port,
         webhook_host=webhook_host if webhook_port is not None else None,
     )
-    status = _StatusLine(quiet=quiet)
+    status = StatusLine(quiet=quiet)
     record = None if no_store else _record(opts, store_url)
     try:
         result = submit_options(opts, on_status=record.wrap(status) if record else status)

@@ -3,14 +3,13 @@ submitting process was killed), and the options/output helpers the Buildkite com
 
 from __future__ import annotations
 
-import json
-import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import click
 
+from launcher.cli.status_line import StatusLine
 from launcher.webhook import DEFAULT_HOST
 
 F = Callable[..., Any]
@@ -55,46 +54,21 @@ def make_launcher(org: str | None, pipeline: str | None, api_url: str | None,
                              webhook=webhook)
 
 
-def status_printer(quiet: bool = False) -> Callable[[Any], None]:
-    """A StatusEvent callback: a live line on a terminal, one line per change otherwise."""
-    live = sys.stderr.isatty()
-
-    def show(ev: Any) -> None:
-        if quiet:
-            return
-        where = f" [{ev.agent}]" if ev.agent else ""
-        if live:
-            line = f"#{ev.build_number} {ev.state}{where} {ev.elapsed_s:.0f}s  {ev.url or ''}"
-            click.echo(f"\r\x1b[2K{line}", err=True, nl=False)
-            if ev.message:
-                click.echo(f"\r\x1b[2K{ev.message}", err=True)
-        elif ev.message:
-            click.echo(f"{ev.message} ({ev.elapsed_s:.0f}s){'  ' + ev.url if ev.url else ''}",
-                       err=True)
-
-    return show
-
-
 def emit_result(result: Any, as_json: bool, output: Path | None) -> int:
     """Print (and optionally save) a result; return the exit code: 0 passed, 1 the submission
     failed, 3 infrastructure (including a build that was cancelled or lost its agent)."""
-    from contract.models import RunnerExit
-    from contract.resultio import exit_code_for, write_result
+    from contract.resultio import write_result
+    from launcher.campaign.outcome import exit_class
 
     if output is not None:
         write_result(result, output.parent, output.name)
     if as_json:
         click.echo(result.to_json())
     else:
-        try:
-            from launcher.report import render_result
-        except ImportError:  # the renderer is optional for these commands
-            click.echo(json.dumps({"success": result.success, "passed": result.passed,
-                                   "error": result.error}, indent=2))
-        else:
-            click.echo(render_result(result))
-    code = exit_code_for(result)
-    return 3 if code == RunnerExit.INTERRUPTED else int(code)
+        from launcher.report import render_result
+
+        click.echo(render_result(result))
+    return exit_class(result)
 
 
 @click.command("wait")
@@ -113,9 +87,11 @@ def wait(build_number: int, org: str | None, pipeline: str | None, api_url: str 
          quiet: bool, webhook_port: int | None, webhook_host: str) -> int:
     """Wait for build BUILD_NUMBER and print its result (result.json, or why there is none)."""
     launcher = make_launcher(org, pipeline, api_url, webhook_port, webhook_host)
-    with launcher.client:
-        result = launcher.wait(build_number, on_status=status_printer(quiet), timeout_s=timeout_s,
-                               cancel_on_timeout=cancel_on_timeout)
-    if sys.stderr.isatty() and not quiet:
-        click.echo("", err=True)
+    status = StatusLine(quiet=quiet)
+    try:
+        with launcher.client:
+            result = launcher.wait(build_number, on_status=status, timeout_s=timeout_s,
+                                   cancel_on_timeout=cancel_on_timeout)
+    finally:
+        status.done()
     return emit_result(result, as_json, output)
