@@ -268,21 +268,22 @@ class ModelJob:
             extra_args=list(self.cfg.vllm_args),
             command=self.cfg.server_command,
         )
-        with self._phase("server_start") as ph:
-            self.server = Server(spec)
-            self.details["server"] = {
-                "command": self.server.argv,
-                "model": model,
-                "base_url": self.server.base_url,
-            }
-            try:
+        try:
+            with self._phase("server_start") as ph:
+                self.server = Server(spec)
+                self.details["server"] = {
+                    "command": self.server.argv,
+                    "model": model,
+                    "base_url": self.server.base_url,
+                }
                 took = self.server.start(self.cfg.server_startup_timeout)
-            except StageError:
+                self.details["server"]["startup_s"] = round(took, 3)
+                ph.detail = f"healthy after {took:.1f} s on {self.server.base_url}"
+        except StageError:
+            if self.server is not None:
                 self.server.stop()
-                self._import_check(env)  # a fork that breaks `import vllm`: stage install
-                raise
-            self.details["server"]["startup_s"] = round(took, 3)
-            ph.detail = f"healthy after {took:.1f} s on {self.server.base_url}"
+            self._import_check(env)  # a fork that breaks `import vllm`: stage install
+            raise
         self._checkpoint("server_start")
 
     # -- the start-up cache (runner.model.cache) -----------------------------------------------
