@@ -3,18 +3,19 @@
 Two paths:
 
 * **Python-only fork** (no native sources): a *shadow* of the installed ``vllm`` package is built
-  in the job's private work dir: the same directory tree, each file a symlink to the installed
-  file, and the fork's files copied over those links. The shadow's parent goes first on the
-  server's ``PYTHONPATH``, so only that process sees the fork. Nothing is written into the
-  installed package (the links are replaced, not written through, and bytecode lands in the
-  shadow's own ``__pycache__``).
+  in the job's private work dir: links to the installed subtrees and files, real dirs only on the
+  way to the fork's files, which are copied in (see :func:`build_shadow`). The shadow's parent
+  goes first on the server's ``PYTHONPATH``, so only that process sees the fork. Nothing is
+  written into the installed package (links are replaced, not written through, and the server
+  writes no bytecode: stock's is linked, the fork's few files are compiled at each start).
 * **Fork with native sources** (C/C++/CUDA, or a ``csrc/``): ``pip install -e`` into a private
   venv that sees the installed packages (torch, ...) through a ``.pth`` file placed after its own
   site-packages; the fork's tree goes first on the server's ``PYTHONPATH``. Bounded by
   ``install_timeout``; the pip log is kept.
 
-Both end with an import check in the server's environment: ``import vllm`` must work and must
-resolve to the fork's copy.
+The native path ends with an import check in the server's environment: ``import vllm`` must work
+and must resolve to the fork's copy. The overlay only checks where ``vllm`` resolves: the
+server's start is the import (the job runs :func:`import_check` when the server fails).
 """
 
 from __future__ import annotations
