@@ -84,7 +84,11 @@ class ModelJob:
         shared = self.env.get(start_cache.ENV_ROOT)
         self.sb: Sandbox = from_env(self.env, hidden=[p for p in (store, shared) if p])
         #: the agent's start-up cache (runner.model.cache): None when unset or sandbox none
-        self.start_root = start_cache.usable(shared, self.sb.hardened)
+        try:
+            self.start_root = start_cache.usable(shared, self.sb.hardened)
+        except OSError as e:  # a root it cannot make costs cold starts, not the job
+            self.start_root = None
+            self.warnings.append(f"{start_cache.ENV_ROOT} is not usable: {e}")
         self.start_key: str | None = None
         self.start_facts: dict[str, Any] = {}
         self.sub = self.work / "sub"
@@ -288,7 +292,8 @@ class ModelJob:
 
     # -- the start-up cache (runner.model.cache) -----------------------------------------------
 
-    def _start_facts(self, inst: Installed, model: str, delta: list[list[str]]) -> dict[str, Any]:
+    def _start_facts(self, inst: Installed, model: str) -> dict[str, Any]:
+        """What the stock key covers (a fork's key adds its code delta)."""
         cfg = self.cfg
         return start_cache.about(
             installed=inst.installed_dir,
@@ -304,7 +309,7 @@ class ModelJob:
                 "server_env": dict(cfg.server_env),
                 "server_command": cfg.server_command,
             },
-            delta=delta,
+            delta=[],
             device=f"{self.system.gpu}|{self.system.cpu}|{self.system.device_count}",
         )
 
@@ -317,13 +322,13 @@ class ModelJob:
             info["why"] = "no root" if not self.env.get(start_cache.ENV_ROOT) else "sandbox none"
             return None
         # the stock key: what a trusted server publishes after this job
-        self.start_facts = self._start_facts(inst, model, [])
+        self.start_facts = self._start_facts(inst, model)
         self.start_key = start_cache.key(self.start_facts)
         if inst.method != "overlay":
             info["why"] = "native fork: no key"
             return None
         delta = start_cache.code_delta(inst.installed_dir, inst.package_dir, inst.fork_files)
-        k = start_cache.key(self._start_facts(inst, model, delta) if delta else self.start_facts)
+        k = start_cache.key({**self.start_facts, "delta": delta})
         info.update(used=True, key=k, changed_files=len(delta))
         into = self.work / "start-cache"
         into.mkdir(mode=0o700)
