@@ -21,7 +21,7 @@ import pytest
 from launcher.model_task import build_model_payload
 from runner.model import cache as start_cache
 from runner.sandbox import from_env
-from tests.conftest import EXAMPLES, REPO, missing_prereq
+from tests.common import EXAMPLES, REPO, missing_prereq
 
 pytestmark = [pytest.mark.vllm]
 
@@ -88,7 +88,7 @@ def _digest(root: Path) -> str:
 def _job(archive: Path, shared: Path, env: dict[str, str], out: Path) -> tuple[dict, dict]:
     import subprocess
 
-    from runner import codec
+    from contract import codec
 
     payload = build_model_payload(TASK, archive, mode="test")
     payload.model_cfg.server_command = ["{python}", "-c", SERVER, str(shared), "{port}"]
