@@ -261,6 +261,7 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=2)
     ap.add_argument("--no-servers", action="store_true", help="the install figures only")
     args = ap.parse_args()
+    sys.stdout.reconfigure(line_buffering=True)  # type: ignore[union-attr]  # figures as they come
     py = os.environ.get("KITEBENCH_VLLM_PYTHON")
     if not py:
         raise SystemExit("set KITEBENCH_VLLM_PYTHON")
