@@ -161,6 +161,7 @@ class ModelJob:
             if self.to_audit:
                 if self.server is not None:  # the stock reference may need the accelerator
                     self.server.stop()
+                self._seed_reference_cache()
                 try:
                     run_audit(self, self.to_audit)
                 finally:
@@ -339,6 +340,17 @@ class ModelJob:
         if self.sb.separate_uid:
             give_tree(self.sb, into)
         return into
+
+    def _seed_reference_cache(self) -> None:
+        """The stock entry (trusted, stock code) for the stock reference server, if it starts."""
+        if self.start_root is None or self.start_key is None:
+            return
+        into = Path(self.reference_env[start_cache.PARTS["vllm"]]).parent
+        try:
+            into.mkdir(mode=0o700)
+            start_cache.seed(self.start_root, self.start_key, into)
+        except OSError as e:
+            self.warnings.append(f"start-up cache not read for the reference server: {e}")
 
     def _publish_start_cache(self) -> None:
         """The stock reference server's caches as the entry of the stock key (first wins)."""
