@@ -4,6 +4,7 @@ and scoring, the server lifecycle with real processes, and the launcher's payloa
 from __future__ import annotations
 
 import base64
+import hashlib
 import math
 import os
 import subprocess
@@ -381,6 +382,66 @@ def test_shadow_overlay_never_writes_into_the_installed_package(tmp_path: Path) 
         build_shadow(installed, fork / "vllm", tmp_path / "shadow2")
     (fork / "vllm" / "layers" / "kernel.cu").write_text("// native\n")
     assert native_sources(fork) == ["vllm/layers/kernel.cu"]
+
+
+def _digest_all(root: Path) -> str:
+    """Every file under ``root``, bytecode included, with its mtime."""
+    h = hashlib.sha256()
+    for dirpath, dirnames, filenames in os.walk(root):
+        dirnames.sort()
+        for name in sorted(filenames):
+            path = Path(dirpath, name)
+            h.update(f"{path.relative_to(root)}\0{path.stat().st_mtime_ns}\0".encode())
+            h.update(path.read_bytes())
+    return h.hexdigest()
+
+
+def test_shadow_links_stock_bytecode_but_never_for_a_fork_module(tmp_path: Path) -> None:
+    """The server imports stock modules from the installed bytecode (no compile per start), a
+    fork's module from its own source; nothing is written into the installed tree."""
+    import compileall
+
+    from runner.model.install import build_shadow
+
+    installed = tmp_path / "site" / "vllm"
+    (installed / "layers" / "deep").mkdir(parents=True)
+    (installed / "other").mkdir()
+    (installed / "__init__.py").write_text("")
+    (installed / "layers" / "__init__.py").write_text("")
+    (installed / "layers" / "logits.py").write_text("def f(): return 'stock'\n")
+    (installed / "layers" / "norm.py").write_text("def g(): return 'stock norm'\n")
+    (installed / "layers" / "deep" / "__init__.py").write_text("")
+    (installed / "other" / "__init__.py").write_text("X = 1\n")
+    assert compileall.compile_dir(installed, quiet=1)
+    before = _digest_all(installed.parent)
+    fork = tmp_path / "fork"
+    (fork / "vllm" / "layers").mkdir(parents=True)
+    (fork / "vllm" / "layers" / "logits.py").write_text("def f(): return 'fork'\n")
+
+    build_shadow(installed, fork / "vllm", tmp_path / "shadow")
+    shadow = tmp_path / "shadow" / "vllm"
+    assert (shadow / "other").is_symlink()  # an untouched subtree: one link
+    assert (shadow / "layers" / "deep").is_symlink()
+    cache = shadow / "layers" / "__pycache__"
+    assert cache.is_dir() and not cache.is_symlink()  # its own dir: a write lands in the shadow
+    names = sorted(p.name.split(".")[0] for p in cache.iterdir())
+    assert names == ["__init__", "norm"]  # stock bytecode, not for the fork's logits.py
+    assert all(p.is_symlink() for p in cache.iterdir())
+    code = (
+        "import sys, vllm.layers.logits as a, vllm.layers.norm as b, vllm.other as c; "
+        "print(a.f(), b.g(), c.X, b.__cached__)"
+    )
+    for env_add in ({}, {"PYTHONDONTWRITEBYTECODE": "1"}):
+        out = subprocess.run(
+            [sys.executable, "-v", "-c", code],
+            env={**os.environ, "PYTHONPATH": str(tmp_path / "shadow"), **env_add},
+            cwd=tmp_path, capture_output=True, text=True, timeout=60,
+        )
+        assert out.stdout.split()[:4] == ["fork", "stock", "norm", "1"], out.stderr
+        # -v names where each code object came from: stock's from bytecode, the fork's not.
+        assert f"code object from '{cache}/norm." in out.stderr
+        assert f"code object from '{cache}/logits." not in out.stderr
+    assert _digest_all(installed.parent) == before
 
 
 def test_vllm_children_get_no_credentials() -> None:

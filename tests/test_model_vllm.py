@@ -87,6 +87,12 @@ def reference_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="module")
+def start_cache_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The agent's start-up cache for the module: the first reference server publishes into it."""
+    return tmp_path_factory.mktemp("start-cache")
+
+
+@pytest.fixture(scope="module")
 def installed(vllm_python: str, tmp_path_factory: pytest.TempPathFactory) -> Path:
     return installed_vllm_dir(vllm_python, dict(os.environ), tmp_path_factory.mktemp("probe"))
 
@@ -171,20 +177,26 @@ def run_job(
 
 @pytest.fixture
 def job_env(
-    vllm_python: str, models_dir: Path, reference_dir: Path, tmp_path: Path
+    vllm_python: str, models_dir: Path, reference_dir: Path, start_cache_dir: Path, tmp_path: Path
 ) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("SUBMISSION_", "KITEBENCH_"))}
     env.update(
         KITEBENCH_VLLM_PYTHON=vllm_python,
         KITEBENCH_MODELS_DIR=str(models_dir),
         KITEBENCH_REFERENCE_DIR=str(reference_dir),
+        KITEBENCH_START_CACHE_DIR=str(start_cache_dir),
         PYTHONPATH=str(REPO),
     )
     return env
 
 
 def test_baseline_fork_leaderboard(
-    forks: Path, stock_baseline: float, installed: Path, job_env: dict, tmp_path: Path
+    forks: Path,
+    stock_baseline: float,
+    installed: Path,
+    job_env: dict,
+    start_cache_dir: Path,
+    tmp_path: Path,
 ) -> None:
     before = tree_digest(installed)
     payload = build_model_payload(TASK, forks / "baseline.tar.gz", mode="leaderboard")
@@ -257,6 +269,14 @@ def test_baseline_fork_leaderboard(
     )
     assert (tmp_path / "out" / "model-logs" / "server.log").stat().st_size > 0
     assert tree_digest(installed) == before
+    # The stock reference server (trusted, a cache of its own) leaves the start-up cache's entry
+    # for stock code, which this fork's files are: later baseline jobs start warm.
+    sc = kb["details"]["start_cache"]
+    if sc["used"]:
+        assert sc["changed_files"] == 0
+        if "reference" in kb["details"]:
+            assert sc["published"] is True
+            assert (start_cache_dir / sc["key"] / "about.json").is_file()
 
 
 CHEATS = {
@@ -314,15 +334,24 @@ def test_fork_that_perturbs_logits_fails_the_gate(
     assert run["passed"] is False and run["result"]["check"] == "fail"
     assert "benchmarks" not in result["kitebench"]["details"]  # no throughput for a failed gate
     assert result["kitebench"]["score"] is None
+    sc = result["kitebench"]["details"]["start_cache"]
+    if sc["used"]:  # its code is not stock's: never the stock entry, even when there is one
+        assert sc["changed_files"] == 1 and sc["hit"] is False
 
 
 def test_unknown_ranking_metric_fails_the_benchmark_stage(
-    forks: Path, stock_baseline: float, job_env: dict, tmp_path: Path
+    forks: Path, stock_baseline: float, job_env: dict, start_cache_dir: Path, tmp_path: Path
 ) -> None:
     payload = build_model_payload(TASK, forks / "baseline.tar.gz", mode="benchmark")
     payload.model_cfg.perplexity_baseline = stock_baseline
     payload.model_cfg.ranking_metric = "tokens_per_joule"
+    entries = [p.name for p in start_cache_dir.iterdir() if not p.name.startswith(".")]
     rc, result, _ = run_job(payload, job_env, tmp_path / "out")
+    sc = result["kitebench"]["details"]["start_cache"]
+    if sc["used"]:  # the baseline fork reads the stock entry when an earlier job left one
+        assert sc["hit"] is (sc["key"] in entries)
+        print(f"\nbaseline server start, cache hit {sc['hit']}: "
+              f"{result['kitebench']['details']['server']['startup_s']:.1f} s")
     assert rc == 1 and result["kitebench"]["stage"] == "benchmark"
     assert "ranking metric 'tokens_per_joule' is not a finite number" in result["error"]
     assert "request_throughput" in result["error"]  # the keys that do exist
@@ -346,7 +375,11 @@ def test_fork_that_breaks_import(
     assert rc == 1 and result["kitebench"]["stage"] == "install"
     assert "breaks `import vllm`" in result["error"]
     assert "_kitebench_no_such_module" in result["error"]  # the import error's own tail
-    assert [p["name"] for p in result["kitebench"]["phases"]] == ["install"]
+    # the install does not import vllm (the server's start does); the check names the stage
+    assert [(p["name"], p["success"]) for p in result["kitebench"]["phases"]] == [
+        ("install", True),
+        ("server_start", False),
+    ]
     assert tree_digest(installed) == before
     # The stock vLLM still imports (the fork was visible only to the check's process).
     subprocess.run(

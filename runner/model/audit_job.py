@@ -126,7 +126,7 @@ def _compute_references(
 ) -> None:
     """Stock vLLM (the installed one, none of the fork) on the same model and launch args."""
     cfg = job.cfg
-    env = dict(job.client_env)  # stock code, the runner's uid: no cache the fork wrote
+    env = dict(job.reference_env)  # stock code, the runner's uid: no cache the fork wrote
     env.update(cfg.server_env)
     spec = ServerSpec(
         python=job.python,

@@ -3,22 +3,24 @@
 Two paths:
 
 * **Python-only fork** (no native sources): a *shadow* of the installed ``vllm`` package is built
-  in the job's private work dir: the same directory tree, each file a symlink to the installed
-  file, and the fork's files copied over those links. The shadow's parent goes first on the
-  server's ``PYTHONPATH``, so only that process sees the fork. Nothing is written into the
-  installed package (the links are replaced, not written through, and bytecode lands in the
-  shadow's own ``__pycache__``).
+  in the job's private work dir: links to the installed subtrees and files, real dirs only on the
+  way to the fork's files, which are copied in (see :func:`build_shadow`). The shadow's parent
+  goes first on the server's ``PYTHONPATH``, so only that process sees the fork. Nothing is
+  written into the installed package (links are replaced, not written through, and the server
+  writes no bytecode: stock's is linked, the fork's few files are compiled at each start).
 * **Fork with native sources** (C/C++/CUDA, or a ``csrc/``): ``pip install -e`` into a private
   venv that sees the installed packages (torch, ...) through a ``.pth`` file placed after its own
   site-packages; the fork's tree goes first on the server's ``PYTHONPATH``. Bounded by
   ``install_timeout``; the pip log is kept.
 
-Both end with an import check in the server's environment: ``import vllm`` must work and must
-resolve to the fork's copy.
+The native path ends with an import check in the server's environment: ``import vllm`` must work
+and must resolve to the fork's copy. The overlay only checks where ``vllm`` resolves: the
+server's start is the import (the job runs :func:`import_check` when the server fails).
 """
 
 from __future__ import annotations
 
+import glob
 import os
 import shutil
 import subprocess
@@ -26,6 +28,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from runner.model.audit_job import stock_version
 from runner.model.util import StageError, tail
 from runner.sandbox import Sandbox
 
@@ -135,37 +138,61 @@ def native_sources(fork: Path) -> list[str]:
 
 
 def build_shadow(installed: Path, fork_pkg: Path, shadow_parent: Path) -> list[str]:
-    """``shadow_parent/vllm``: the installed tree as symlinks, the fork's files copied over."""
+    """``shadow_parent/vllm``: the installed tree as links, the fork's files copied over.
+
+    Only the dirs on the way to a fork file are real dirs (their entries links to the installed
+    ones); every other subtree is one link to the installed dir, so a fork of a few files costs
+    a few dozen links, not one per installed file. A real dir's ``__pycache__`` is a real dir of
+    links to the installed bytecode (valid for the links: a link's stat is its target's), minus
+    that of the modules the fork replaces, so the server does not compile stock vLLM again."""
     shadow = shadow_parent / "vllm"
-    for dirpath, dirnames, filenames in os.walk(installed):
-        dirnames[:] = [d for d in dirnames if d != "__pycache__"]
-        rel = Path(dirpath).relative_to(installed)
-        (shadow / rel).mkdir(parents=True, exist_ok=True)
-        for name in filenames:
-            if not name.endswith((".pyc", ".pyo")):
-                os.symlink(Path(dirpath) / name, shadow / rel / name)
-    taken: list[str] = []
     fork_root = fork_pkg.resolve()
+    files: list[Path] = []
     for dirpath, dirnames, filenames in os.walk(fork_pkg):
-        dirnames[:] = [d for d in dirnames if d != "__pycache__"]
+        dirnames[:] = sorted(d for d in dirnames if d != "__pycache__")
         rel = Path(dirpath).relative_to(fork_pkg)
-        (shadow / rel).mkdir(parents=True, exist_ok=True)
-        for name in filenames:
+        for name in sorted(filenames):
             src = Path(dirpath) / name
-            if name.endswith((".pyc", ".pyo")) or not src.resolve().is_relative_to(fork_root):
-                continue
-            dst = shadow / rel / name
-            if dst.is_dir() and not dst.is_symlink():
-                raise StageError(
-                    "install",
-                    f"the fork's file vllm/{rel / name} would replace a "
-                    "directory of the installed vLLM",
-                )
-            if dst.is_symlink() or dst.exists():
-                dst.unlink()  # replace the link to the installed file; never write through it
-            shutil.copyfile(src, dst, follow_symlinks=True)
-            taken.append(str(Path("vllm") / rel / name))
+            if not name.endswith((".pyc", ".pyo")) and src.resolve().is_relative_to(fork_root):
+                files.append(rel / name)
+    dirs = {Path(".")} | {p for f in files for p in f.parents}
+    for rel in sorted(dirs, key=lambda p: len(p.parts)):  # parents first
+        dst = shadow / rel
+        if dst.is_symlink():
+            dst.unlink()  # a linked installed dir (or file) the fork writes into: expand it
+        if not dst.exists():
+            _expand(installed / rel, dst)
+    taken: list[str] = []
+    for rel in files:
+        dst = shadow / rel
+        if dst.is_dir():
+            raise StageError(
+                "install",
+                f"the fork's file vllm/{rel} would replace a directory of the installed vLLM",
+            )
+        if dst.is_symlink():
+            dst.unlink()  # replace the link to the installed file; never write through it
+        shutil.copyfile(fork_pkg / rel, dst, follow_symlinks=True)
+        for pyc in (dst.parent / "__pycache__").glob(f"{glob.escape(dst.stem)}.*.pyc"):
+            pyc.unlink()  # stock bytecode never stands in for a fork's module
+        taken.append(str(Path("vllm") / rel))
     return taken
+
+
+def _expand(src: Path, dst: Path) -> None:
+    """``dst``: a real dir holding a link per entry of the installed dir ``src`` (if any)."""
+    dst.mkdir(parents=True)
+    if not src.is_dir() or src.is_symlink():
+        return
+    for entry in os.scandir(src):
+        if entry.name == "__pycache__" and entry.is_dir(follow_symlinks=False):
+            cache = dst / "__pycache__"
+            cache.mkdir()
+            for pyc in os.scandir(entry.path):
+                if pyc.is_file(follow_symlinks=False):
+                    os.symlink(pyc.path, cache / pyc.name)
+        elif not entry.name.endswith((".pyc", ".pyo")):
+            os.symlink(entry.path, dst / entry.name)
 
 
 def import_check(
@@ -221,19 +248,22 @@ def install(
     if not native:
         shadow_parent = work / "shadow"
         taken = build_shadow(installed, fork / "vllm", shadow_parent)
-        child_env["PYTHONPATH"] = str(shadow_parent)
+        # Nothing is compiled into the shadow's bytecode dirs (links to stock's): the fork's few
+        # files are compiled at each start, which costs milliseconds.
+        add = {"PYTHONPATH": str(shadow_parent), "PYTHONDONTWRITEBYTECODE": "1"}
+        child_env.update(add)
         result = Installed(
-            "overlay",
-            python,
-            {"PYTHONPATH": str(shadow_parent)},
-            shadow_parent / "vllm",
-            installed,
-            taken,
-            log=log,
+            "overlay", python, add, shadow_parent / "vllm", installed, taken, log=log
         )
-    else:
-        result = _editable(fork, work, python, child_env, deadline, log, installed, native, sb)
-        child_env.update(result.env)
+        # No `import vllm` here: the server's start is that import, and a second one costs as
+        # much as the rest of the install (the job runs import_check only when the server does
+        # not come up, to name the stage). Checked here: `vllm` resolves to the shadow.
+        resolve_check(python, child_env, result.package_dir, run_dir,
+                      max(1.0, deadline - time.monotonic()), log, sb, fork_dirs(work))
+        result.version = stock_version(result.package_dir)  # the fork's _version.py, as text
+        return result
+    result = _editable(fork, work, python, child_env, deadline, log, installed, native, sb)
+    child_env.update(result.env)
     result.version = import_check(
         result.python,
         child_env,
@@ -245,6 +275,36 @@ def install(
         fork_dirs(work),
     )
     return result
+
+
+def resolve_check(
+    python: str,
+    env: dict[str, str],
+    expect_under: Path,
+    cwd: Path,
+    timeout: float,
+    log: Path | None,
+    sb: Sandbox | None = None,
+    writable: tuple[Path, ...] = (),
+) -> None:
+    """``vllm`` found (not imported: no code of the fork runs) under ``expect_under`` in the
+    server's environment, in the sandbox like its server."""
+    code = (
+        "import importlib.util as u; s = u.find_spec('vllm'); "
+        "print('KITEBENCH', s.origin if s else '')"
+    )
+    proc = _run([python, "-c", code], env=env, cwd=cwd, timeout=timeout, log=log, sb=sb,
+                writable=writable)
+    line = next((ln for ln in proc.stdout.splitlines() if ln.startswith("KITEBENCH ")), "")
+    where = Path(os.path.abspath(line[len("KITEBENCH "):])) if line.strip() != "KITEBENCH" else None
+    if proc.returncode != 0 or where is None or not where.is_relative_to(
+        os.path.abspath(expect_under)
+    ):
+        raise StageError(
+            "install",
+            f"`vllm` does not resolve to the fork (found {where}):\n"
+            f"{tail(proc.stderr or proc.stdout)}",
+        )
 
 
 def fork_dirs(work: Path) -> tuple[Path, ...]:
@@ -301,7 +361,7 @@ def _editable(
     ]
     if sb is not None and sb.separate_uid:  # its setup.py builds in the fork, pip writes the venv
         for tree in (fork, venv):
-            _give_tree(sb, tree)
+            give_tree(sb, tree)
     proc = _run(cmd, env=env, cwd=fork, timeout=left(), log=log, sb=sb, writable=(fork, venv))
     if proc.returncode != 0:
         raise StageError(
@@ -333,7 +393,7 @@ def torch_version(python: str, env: dict[str, str], cwd: Path) -> str:
     return out.stdout.strip() if out.returncode == 0 else ""
 
 
-def _give_tree(sb: Sandbox, root: Path) -> None:
+def give_tree(sb: Sandbox, root: Path) -> None:
     """Every dir and file under ``root`` to the submission's uid (links are not followed)."""
     uid, gid = sb.uid, sb.gid if sb.gid is not None else sb.uid
     assert uid is not None

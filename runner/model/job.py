@@ -35,8 +35,18 @@ from runner.kernels.process import (
 )
 from runner.model import archive as arch
 from runner.model import bench, perplexity
-from runner.model.audit_job import Audited, run_audit
-from runner.model.install import Installed, base_env, fork_dirs, install, torch_version
+from runner.model import cache as start_cache
+from runner.model.audit import model_digest
+from runner.model.audit_job import Audited, run_audit, stock_version
+from runner.model.install import (
+    Installed,
+    base_env,
+    fork_dirs,
+    give_tree,
+    import_check,
+    install,
+    torch_version,
+)
 from runner.model.server import Server, ServerSpec, resolve_model
 from runner.model.util import PhaseCtx, StageError, copy_log_tails, eval_result, now
 from runner.sandbox import Sandbox, from_env
@@ -71,7 +81,16 @@ class ModelJob:
         # client, the stock reference and their files stay out of its reach. ``sub`` is the only
         # dir it may write; the client writes under ``bench``, which the fork cannot enter.
         store = self.env.get("KITEBENCH_REFERENCE_DIR")
-        self.sb: Sandbox = from_env(self.env, hidden=[store] if store else [])
+        shared = self.env.get(start_cache.ENV_ROOT)
+        self.sb: Sandbox = from_env(self.env, hidden=[p for p in (store, shared) if p])
+        #: the agent's start-up cache (runner.model.cache): None when unset or sandbox none
+        try:
+            self.start_root = start_cache.usable(shared, self.sb.hardened)
+        except OSError as e:  # a root it cannot make costs cold starts, not the job
+            self.start_root = None
+            self.warnings.append(f"{start_cache.ENV_ROOT} is not usable: {e}")
+        self.start_key: str | None = None
+        self.start_facts: dict[str, Any] = {}
         self.sub = self.work / "sub"
         for d in (self.sub, self.sub / "cache"):
             d.mkdir()
@@ -83,6 +102,9 @@ class ModelJob:
         self.child_env = self._child_env(self.sub / "cache", home=self.sub)
         #: the trusted processes' env: caches the fork cannot plant anything in
         self.client_env = self._child_env(self.work / "client" / "cache")
+        #: the stock reference server's: a cache of its own, which may be published for later
+        #: jobs (the bench client, which reads the fork's answers, never writes it)
+        self.reference_env = self._child_env(self.work / "reference-cache")
 
     # -- environment ---------------------------------------------------------------------------
 
@@ -139,7 +161,11 @@ class ModelJob:
             if self.to_audit:
                 if self.server is not None:  # the stock reference may need the accelerator
                     self.server.stop()
-                run_audit(self, self.to_audit)
+                self._seed_reference_cache()
+                try:
+                    run_audit(self, self.to_audit)
+                finally:
+                    self._publish_start_cache()
             return self._finish(passed)
         except StageError as e:
             return self._failed(e)
@@ -227,6 +253,11 @@ class ModelJob:
             self.cfg.model_name, self.env.get("KITEBENCH_MODELS_DIR", DEFAULT_MODELS_DIR)
         )
         env = dict(self.child_env)
+        writable = list(fork_dirs(self.work))
+        seeded = self._seed_start_cache(inst, model)
+        if seeded is not None:
+            env.update(start_cache.env_for(seeded))
+            writable.append(seeded)
         env.update(self.cfg.server_env)
         env.update(inst.env)  # last: the task's env cannot hide the fork from its server
         spec = ServerSpec(
@@ -237,22 +268,109 @@ class ModelJob:
             cwd=self.sub,
             env=env,
             sandbox=self.sb,
-            writable=list(fork_dirs(self.work)),
+            writable=writable,
             tensor_parallel=self.cfg.tensor_parallel,
             extra_args=list(self.cfg.vllm_args),
             command=self.cfg.server_command,
         )
-        with self._phase("server_start") as ph:
-            self.server = Server(spec)
-            self.details["server"] = {
-                "command": self.server.argv,
-                "model": model,
-                "base_url": self.server.base_url,
-            }
-            took = self.server.start(self.cfg.server_startup_timeout)
-            self.details["server"]["startup_s"] = round(took, 3)
-            ph.detail = f"healthy after {took:.1f} s on {self.server.base_url}"
+        try:
+            with self._phase("server_start") as ph:
+                self.server = Server(spec)
+                self.details["server"] = {
+                    "command": self.server.argv,
+                    "model": model,
+                    "base_url": self.server.base_url,
+                }
+                took = self.server.start(self.cfg.server_startup_timeout)
+                self.details["server"]["startup_s"] = round(took, 3)
+                ph.detail = f"healthy after {took:.1f} s on {self.server.base_url}"
+        except StageError:
+            if self.server is not None:
+                self.server.stop()
+            self._import_check(env)  # a fork that breaks `import vllm`: stage install
+            raise
         self._checkpoint("server_start")
+
+    # -- the start-up cache (runner.model.cache) -----------------------------------------------
+
+    def _start_facts(self, inst: Installed, model: str) -> dict[str, Any]:
+        """What the stock key covers (a fork's key adds its code delta)."""
+        cfg = self.cfg
+        return start_cache.about(
+            installed=inst.installed_dir,
+            version=stock_version(inst.installed_dir),
+            python=self.python,
+            torch=self.system.torch,
+            model_digest=model_digest(model),
+            config={
+                "model": model,
+                "served_model_name": cfg.model_name,
+                "tensor_parallel": cfg.tensor_parallel,
+                "vllm_args": list(cfg.vllm_args),
+                "server_env": dict(cfg.server_env),
+                "server_command": cfg.server_command,
+            },
+            delta=[],
+            device=f"{self.system.gpu}|{self.system.cpu}|{self.system.device_count}",
+        )
+
+    def _seed_start_cache(self, inst: Installed, model: str) -> Path | None:
+        """A copy of the agent's entry for exactly this code and config, handed to the fork's
+        uid (its server may write the copy); None on a miss or without a usable root."""
+        info: dict[str, Any] = {"used": False}
+        self.details["start_cache"] = info
+        if self.start_root is None:
+            info["why"] = "no root" if not self.env.get(start_cache.ENV_ROOT) else "sandbox none"
+            return None
+        # the stock key: what a trusted server publishes after this job
+        self.start_facts = self._start_facts(inst, model)
+        self.start_key = start_cache.key(self.start_facts)
+        if inst.method != "overlay":
+            info["why"] = "native fork: no key"
+            return None
+        delta = start_cache.code_delta(inst.installed_dir, inst.package_dir, inst.fork_files)
+        k = start_cache.key({**self.start_facts, "delta": delta})
+        info.update(used=True, key=k, changed_files=len(delta))
+        into = self.work / "start-cache"
+        into.mkdir(mode=0o700)
+        try:
+            info["hit"] = start_cache.seed(self.start_root, k, into)
+        except OSError as e:  # a broken entry costs a cold start, not the job
+            info.update(hit=False, error=str(e)[:300])
+        if self.sb.separate_uid:
+            give_tree(self.sb, into)
+        return into
+
+    def _seed_reference_cache(self) -> None:
+        """The stock entry (trusted, stock code) for the stock reference server, if it starts."""
+        if self.start_root is None or self.start_key is None:
+            return
+        into = Path(self.reference_env[start_cache.PARTS["vllm"]]).parent
+        try:
+            into.mkdir(mode=0o700)
+            start_cache.seed(self.start_root, self.start_key, into)
+        except OSError as e:
+            self.warnings.append(f"start-up cache not read for the reference server: {e}")
+
+    def _publish_start_cache(self) -> None:
+        """The stock reference server's caches as the entry of the stock key (first wins)."""
+        if self.start_root is None or self.start_key is None or "reference" not in self.details:
+            return
+        src = Path(self.reference_env[start_cache.PARTS["vllm"]]).parent
+        try:
+            done = start_cache.publish(self.start_root, self.start_key, src, self.start_facts)
+        except OSError as e:
+            self.warnings.append(f"start-up cache not published: {e}")
+            return
+        self.details.setdefault("start_cache", {})["published"] = done
+
+    def _import_check(self, env: dict[str, str]) -> None:
+        """The overlay's install skips ``import vllm`` (the server's start is that import); when
+        the server does not come up, this names a fork that breaks it (raises stage install)."""
+        inst = self.installed
+        if inst is not None and inst.method == "overlay":
+            import_check(inst.python, env, inst.package_dir, self.sub, 300.0,
+                         self.work / "install.log", self.sb, fork_dirs(self.work))
 
     def _runs(self) -> bool:
         """The mode's runs, in order; a failing one raises StageError (later runs do not start)."""
