@@ -45,6 +45,8 @@ RUNNER_CAPS = ("CHOWN", "SETUID", "SETGID", "KILL")
 MODELS_MOUNT = "/models"
 #: Where KITEBENCH_REFERENCE_DIR is mounted (read-write, for the runner): the audit's store.
 REFERENCE_MOUNT = "/reference"
+#: Where KITEBENCH_START_CACHE_DIR is mounted (read-write, for the runner): trusted start caches.
+START_CACHE_MOUNT = "/start-cache"
 #: The writable work dir (tmpfs); TMPDIR points here so the runner's work dirs land in it.
 WORK_DIR = "/kitebench/work"
 
@@ -90,6 +92,8 @@ def container_env(
         env["KITEBENCH_GPU_UUID"] = settings.gpu_uuid  # the runner can assert what it sees
     if settings.reference_dir:
         env["KITEBENCH_REFERENCE_DIR"] = REFERENCE_MOUNT
+    if settings.start_cache_dir:
+        env["KITEBENCH_START_CACHE_DIR"] = START_CACHE_MOUNT
     return env
 
 
@@ -161,4 +165,6 @@ def container_kwargs(
         kw["volumes"][settings.models_dir] = {"bind": MODELS_MOUNT, "mode": "ro"}
     if settings.reference_dir:
         kw["volumes"][settings.reference_dir] = {"bind": REFERENCE_MOUNT, "mode": "rw"}
+    if settings.start_cache_dir:
+        kw["volumes"][settings.start_cache_dir] = {"bind": START_CACHE_MOUNT, "mode": "rw"}
     return kw

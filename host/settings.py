@@ -23,6 +23,10 @@
     KITEBENCH_REFERENCE_DIR   host dir of the model audit's stock references, mounted read-write
                               at /reference for the runner (root in the container: make it
                               root-owned, 0700; the submission's uid cannot enter it)
+    KITEBENCH_START_CACHE_DIR host dir of the vLLM start-up cache (compile caches written only by
+                              trusted stock servers, runner.model.cache), mounted read-write at
+                              /start-cache for the runner (make it root-owned, 0700, like the
+                              reference dir: forks get a private copy of an entry, never the dir)
 """
 
 from __future__ import annotations
@@ -81,6 +85,7 @@ class HostSettings(BaseModel):
     tmpfs_size: str = "4g"
     models_dir: str | None = None
     reference_dir: str | None = None
+    start_cache_dir: str | None = None
 
     @field_validator("gpu_uuid")
     @classmethod
@@ -112,7 +117,7 @@ class HostSettings(BaseModel):
         uid, _, gid = self.user.partition(":")
         return int(uid), int(gid or uid)
 
-    @field_validator("models_dir", "reference_dir")
+    @field_validator("models_dir", "reference_dir", "start_cache_dir")
     @classmethod
     def _abs(cls, v: str | None) -> str | None:
         if v is not None and not v.startswith("/"):
@@ -170,6 +175,7 @@ class HostSettings(BaseModel):
             "KITEBENCH_TMPFS_SIZE": "tmpfs_size",
             "KITEBENCH_MODELS_DIR": "models_dir",
             "KITEBENCH_REFERENCE_DIR": "reference_dir",
+            "KITEBENCH_START_CACHE_DIR": "start_cache_dir",
         }
         for var, field in names.items():
             value = env.get(var, "").strip()

@@ -118,16 +118,18 @@ def test_models_dir_is_mounted_read_only_where_the_model_path_looks() -> None:
         HostSettings.from_env({"KITEBENCH_MODELS_DIR": "models"})
 
 
-def test_reference_dir_is_mounted_for_the_runner() -> None:
-    s = HostSettings.from_env({"KITEBENCH_REFERENCE_DIR": "/srv/kitebench-reference"})
+@pytest.mark.parametrize("var,mount", [("KITEBENCH_REFERENCE_DIR", "/reference"),
+                                       ("KITEBENCH_START_CACHE_DIR", "/start-cache")])
+def test_runner_stores_are_mounted_for_the_runner(var: str, mount: str) -> None:
+    s = HostSettings.from_env({var: "/srv/kitebench-store"})
     kw = container_kwargs(s, image="i", output_dir="/tmp/x/out", host_env={})
-    assert kw["volumes"]["/srv/kitebench-reference"] == {"bind": "/reference", "mode": "rw"}
-    assert kw["environment"]["KITEBENCH_REFERENCE_DIR"] == "/reference"
-    assert "KITEBENCH_REFERENCE_DIR" not in container_kwargs(
+    assert kw["volumes"]["/srv/kitebench-store"] == {"bind": mount, "mode": "rw"}
+    assert kw["environment"][var] == mount
+    assert var not in container_kwargs(
         _settings(), image="i", output_dir="/tmp/x/out", host_env={}
     )["environment"]
-    with pytest.raises(SettingsError, match="KITEBENCH_REFERENCE_DIR"):
-        HostSettings.from_env({"KITEBENCH_REFERENCE_DIR": "reference"})
+    with pytest.raises(SettingsError, match=var):
+        HostSettings.from_env({var: "relative"})
 
 
 def test_env_is_an_allow_list() -> None:
