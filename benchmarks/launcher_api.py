@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import random
 import statistics
 import sys
 import threading
@@ -34,31 +33,14 @@ from requests.adapters import HTTPAdapter
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+from bk_workload import payload, planner_for  # noqa: E402  (this script's own folder)
+
 from contract import codec  # noqa: E402
 from launcher.buildkite import BuildkiteLauncher  # noqa: E402
 from launcher.client import BuildkiteClient, is_terminal  # noqa: E402
-from tests.bk_standin import BuildPlan, StandIn  # noqa: E402
+from tests.bk_standin import StandIn  # noqa: E402
 
 NAIVE_INTERVAL_S = 10.0
-
-
-def payload(i: int) -> dict[str, Any]:
-    return {"lang": "py", "mode": "test", "main": "eval.py",
-            "sources": {"eval.py": "print('x')", "submission.py": f"# submission {i}\n"},
-            "tests": [{"size": 1, "seed": i}]}
-
-
-def planner_for(seed: int) -> Callable[[dict[str, Any]], BuildPlan]:
-    rnd = random.Random(seed)
-    # Build i waits 5-60 s for an agent and runs 1-10 min (simulated).
-    times = [(rnd.uniform(5, 60), rnd.uniform(60, 600)) for _ in range(10_000)]
-
-    def planner(body: dict[str, Any]) -> BuildPlan:
-        i = codec.decode(body["env"]["SUBMISSION_PAYLOAD"]).tests[0]["seed"]
-        q, r = times[i]
-        return BuildPlan(queue_s=q, run_s=r, agent=f"gpu-host-{i % 8}-{i % 4}")
-
-    return planner
 
 
 def client_for(bk: StandIn, **kw: Any) -> BuildkiteClient:

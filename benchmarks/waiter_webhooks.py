@@ -26,14 +26,12 @@ import argparse
 import json
 import logging
 import os
-import random
 import statistics
 import subprocess
 import sys
 import tarfile
 import tempfile
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -47,30 +45,10 @@ def _setup_path(code: str | None) -> None:
     sys.path.insert(0, str(Path(code) if code else REPO))
 
 
-def payload(i: int) -> dict[str, Any]:
-    return {"lang": "py", "mode": "test", "main": "eval.py",
-            "sources": {"eval.py": "print('x')", "submission.py": f"# submission {i}\n"},
-            "tests": [{"size": 1, "seed": i}]}
-
-
-def planner_for(seed: int) -> Callable[[dict[str, Any]], Any]:
-    from contract import codec
-    from tests.bk_standin import BuildPlan
-
-    rnd = random.Random(seed)
-    times = [(rnd.uniform(5, 60), rnd.uniform(60, 600)) for _ in range(10_000)]
-
-    def planner(body: dict[str, Any]) -> Any:
-        i = codec.decode(body["env"]["SUBMISSION_PAYLOAD"]).tests[0]["seed"]
-        q, r = times[i]
-        return BuildPlan(queue_s=q, run_s=r, agent=f"gpu-host-{i % 8}-{i % 4}")
-
-    return planner
-
-
 def scenario(kind: str, n: int, scale: float, seed: int) -> dict[str, Any]:
     """One scenario on a fresh stand-in; the figures as a dict."""
     import requests
+    from bk_workload import payload, planner_for  # this script's own folder
     from requests.adapters import HTTPAdapter
 
     from launcher.buildkite import BuildkiteLauncher

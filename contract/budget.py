@@ -7,13 +7,7 @@ that no waiter gives up on a job that is still within every limit of its own pha
 
 from __future__ import annotations
 
-from contract.models import (
-    COMPILE_TIMEOUT_S,
-    CuPayload,
-    ModelPayload,
-    PyPayload,
-    runs_for_mode,
-)
+from contract.payload import COMPILE_TIMEOUT_S, CuPayload, ModelPayload, PyPayload, runs_for_mode
 
 Payload = PyPayload | CuPayload | ModelPayload
 

@@ -15,7 +15,7 @@ from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
-from contract.models import LANGS, MODES, dump_payload, payload_adapter
+from contract.payload import LANGS, MODES, dump_payload, payload_adapter
 
 #: Largest encoded payload that may travel inline in one environment variable. Linux limits one
 #: env string to 128 KiB (MAX_ARG_STRLEN); this leaves room for the name and other variables.
@@ -25,7 +25,7 @@ DEFAULT_MAX_DECOMPRESSED = 64 * 1024 * 1024
 _CHUNK = 64 * 1024
 _STEP = 1024 * 1024
 
-Payload = Any  # PyPayload | CuPayload | ModelPayload (see contract.models.Payload)
+Payload = Any  # PyPayload | CuPayload | ModelPayload (see contract.payload.Payload)
 
 
 class PayloadError(ValueError):

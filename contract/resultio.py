@@ -22,7 +22,7 @@ from pathlib import Path
 
 from pydantic import ValidationError
 
-from contract.models import FullResult, RunnerExit
+from contract.result import FullResult, RunnerExit
 
 RESULT_NAME = "result.json"
 #: The signature file beside result.json (hex HMAC-SHA256 of its bytes).

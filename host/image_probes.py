@@ -57,7 +57,7 @@ if nvcc:
 try:
     import runner
     out["runner"] = runner.__version__
-    import runner.entry, contract.models
+    import runner.entry, contract.payload, contract.result
 except Exception as e:
     out["runner_error"] = f"{type(e).__name__}: {e}"
 try:

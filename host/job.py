@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from contract import codec
-from contract.models import FullResult, KitebenchInfo, RunnerExit
+from contract.result import FullResult, KitebenchInfo, RunnerExit
 from contract.resultio import RESULT_NAME, ResultFileError, new_key, read_result
 from host import engine
 from host.cgroup import PidsWatch

@@ -20,7 +20,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from contract.models import FullResult
+from contract.result import FullResult
 
 #: Buildkite's annotation body limit is 1 MiB; stay well below it.
 MAX_ANNOTATION_BYTES = 256 * 1024

@@ -11,7 +11,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from contract.models import MODES, FullResult
+from contract.payload import MODES
+from contract.result import FullResult
 from launcher.base import StatusCallback, SubmitOptions, default_backend, make_launcher
 from launcher.errors import UsageError
 

@@ -1,6 +1,6 @@
 """The launcher interface every backend implements, and the options of one submission.
 
-A backend turns a validated payload into a :class:`contract.models.FullResult`. Backends are
+A backend turns a validated payload into a :class:`contract.result.FullResult`. Backends are
 looked up by name in :data:`BACKENDS` (lazily imported), so each lives in its own module:
 
     local       launcher.local      the runner on this machine (Docker when present, else a subprocess)
@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
-from contract.models import FullResult
+from contract.result import FullResult
 from launcher.errors import UsageError
 
 

@@ -31,7 +31,7 @@ from typing import Any
 
 from contract import codec
 from contract.budget import phases_s
-from contract.models import FullResult, RunnerExit
+from contract.result import FullResult, RunnerExit
 from host.settings import DEFAULT_MARGIN_S
 from launcher.base import StatusCallback, SubmitOptions
 from launcher.client import (
@@ -365,7 +365,7 @@ def _budget_from_build(build: dict[str, Any]) -> float:
 
 
 def _dump(model: Any) -> dict[str, Any]:
-    from contract.models import dump_payload
+    from contract.payload import dump_payload
 
     return dump_payload(model)
 

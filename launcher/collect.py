@@ -12,7 +12,7 @@ import contextlib
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from contract.models import FullResult, RunnerExit
+from contract.result import FullResult, RunnerExit
 from contract.resultio import MAX_RESULT_BYTES, RESULT_NAME, ResultFileError, parse_result
 from launcher.errors import InfraError, UsageError
 

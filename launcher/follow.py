@@ -27,7 +27,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from contract.models import FullResult, RunnerExit
+from contract.result import FullResult, RunnerExit
 from launcher.base import StatusCallback, StatusEvent
 from launcher.bk_errors import ValidationFailed
 from launcher.collect import facts, main_job

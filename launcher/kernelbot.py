@@ -9,7 +9,7 @@ where ``config`` is the run config dict (our payload), ``gpu_type`` a GPU enum m
     launcher = BuildkiteKernelbotLauncher(gpus=MyGpuEnum)       # settings from BUILDKITE_* env
     result = await launcher.run_submission(config, MyGpuEnum.H100, reporter)
 
-Return value: :class:`contract.models.FullResult` (a pydantic model whose fields are kernelbot's
+Return value: :class:`contract.result.FullResult` (a pydantic model whose fields are kernelbot's
 ``FullResult`` field for field, plus the ``kitebench`` extension). Pass ``as_dict=True`` for
 plain JSON data instead (``result.model_dump(mode="json")``), e.g. to build kernelbot's own
 dataclasses. Problems never raise: a configuration or infrastructure error comes back as a result
@@ -26,7 +26,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Protocol
 
-from contract.models import FullResult, RunnerExit
+from contract.result import FullResult, RunnerExit
 from launcher.base import StatusEvent, SubmitOptions
 from launcher.errors import KitebenchError, UsageError
 

@@ -33,7 +33,7 @@ from typing import Any
 
 from contract import codec
 from contract.budget import phases_s
-from contract.models import FullResult, RunnerExit
+from contract.result import FullResult, RunnerExit
 from contract.resultio import RESULT_NAME, ResultFileError, new_key, read_result
 from launcher.base import StatusCallback, StatusEvent, SubmitOptions
 from launcher.errors import UsageError

@@ -14,7 +14,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from contract.models import FullResult
+from contract.result import FullResult
 from host.settings import DEFAULT_IMAGE
 from launcher.base import StatusCallback, StatusEvent
 from launcher.errors import InfraError, UsageError

@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from contract import codec
-from contract.models import MODES, ModelPayload
+from contract.payload import MODES, ModelPayload
 from launcher.errors import InfraError, TaskError, UsageError
 from launcher.task import Task, load_task
 

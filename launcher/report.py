@@ -5,7 +5,7 @@ from __future__ import annotations
 import base64
 import binascii
 
-from contract.models import EvalResult, FullResult, RunResult
+from contract.result import EvalResult, FullResult, RunResult
 from runner.kernels.protocol import claimed_count, indices
 
 _TAIL_LINES = 12

@@ -16,7 +16,7 @@ from typing import Any
 import yaml
 
 from contract import codec
-from contract.models import MODES
+from contract.payload import MODES
 from launcher.errors import TaskError
 
 SUBMISSION_MARK = "@SUBMISSION@"

@@ -7,7 +7,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from contract.models import FullResult, RunnerExit
+from contract.result import FullResult, RunnerExit
 from contract.resultio import write_result
 
 

@@ -14,7 +14,7 @@ Environment:
   KITEBENCH_VLLM_PYTHON         model path: the interpreter with vLLM installed (default: this one)
   KITEBENCH_MODELS_DIR          model path: where model dirs are looked up (default /models)
 
-Exit codes: see :class:`contract.models.RunnerExit` (0 passed, 1 failed, 2 bad payload,
+Exit codes: see :class:`contract.result.RunnerExit` (0 passed, 1 failed, 2 bad payload,
 3 internal, 4 interrupted).
 """
 
@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from contract import codec
-from contract.models import FullResult, RunnerExit
+from contract.result import FullResult, RunnerExit
 from contract.resultio import KEY_ENV, exit_code_for, write_result
 from runner.context import Interrupted, RunContext
 from runner.kernels.process import hide_from_same_user

@@ -9,7 +9,7 @@ import subprocess
 from importlib import metadata
 from pathlib import Path
 
-from contract.models import SystemInfo
+from contract.result import SystemInfo
 
 
 def _cpu_model() -> str:

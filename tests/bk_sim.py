@@ -10,7 +10,7 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
-from contract.models import FullResult, KitebenchInfo, SystemInfo
+from contract.result import FullResult, KitebenchInfo, SystemInfo
 
 #: Buildkite's ``state=finished`` filter.
 FINISHED = ("passed", "failed", "blocked", "canceled")

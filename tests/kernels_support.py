@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from contract import codec
-from contract.models import FullResult
+from contract.result import FullResult
 from contract.resultio import read_result
 
 REPO = Path(__file__).resolve().parent.parent

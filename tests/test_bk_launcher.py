@@ -12,7 +12,7 @@ import pytest
 import requests
 
 from contract import codec
-from contract.models import FullResult, RunnerExit
+from contract.result import FullResult, RunnerExit
 from launcher.base import StatusEvent, SubmitOptions
 from launcher.buildkite import BuildkiteLauncher
 from launcher.client import AuthError, BuildkiteClient

@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 
 from contract import codec
-from contract.models import FullResult, RunnerExit
+from contract.result import FullResult, RunnerExit
 from launcher.buildkite import BuildkiteLauncher
 from launcher.campaign.execute import Campaign
 from launcher.campaign.matrix import parse_matrix

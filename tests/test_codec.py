@@ -9,7 +9,7 @@ import zlib
 import pytest
 
 from contract import codec
-from contract.models import MAX_SOURCES_BYTES
+from contract.payload import MAX_SOURCES_BYTES
 from tests.bombs import b64_bomb
 
 

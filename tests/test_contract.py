@@ -12,21 +12,23 @@ from typing import Optional
 import pytest
 
 from contract import codec
-from contract.models import (
-    EXTENSION_KEY,
+from contract.base import EXTENSION_KEY
+from contract.payload import (
+    ModelPayload,
+    PyPayload,
+    dump_payload,
+    payload_json_schema,
+    runs_for_mode,
+)
+from contract.result import (
     CompileResult,
     EvalResult,
     FullResult,
     KitebenchInfo,
-    ModelPayload,
     ProfileResult,
-    PyPayload,
     RunResult,
     SystemInfo,
-    dump_payload,
-    payload_json_schema,
     result_json_schema,
-    runs_for_mode,
     runs_passed,
 )
 
@@ -241,7 +243,7 @@ def test_schema_command_prints_json_schema():
 def test_modes_and_langs_are_named_once() -> None:
     from typing import get_args
 
-    from contract import models
+    from contract import payload as models
     from runner.harness import protocol
 
     assert get_args(models.Mode) == models.MODES and "private" in models.MODES

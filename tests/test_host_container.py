@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from contract.models import FullResult, RunnerExit
+from contract.result import FullResult, RunnerExit
 from contract.resultio import MAX_RESULT_BYTES, signature, write_result
 from host.container import (
     LABEL_GPU,

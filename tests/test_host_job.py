@@ -21,7 +21,7 @@ from typing import Any
 import pytest
 
 from contract import codec
-from contract.models import FullResult
+from contract.result import FullResult
 from host.container import LABEL_SLOT
 from tests.common import EXAMPLES, REPO
 from tests.docker_support import docker_client, encoded, ensure_test_image, py_payload

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from contract.models import EvalResult, FullResult, KitebenchInfo, RunResult, SystemInfo
+from contract.result import EvalResult, FullResult, KitebenchInfo, RunResult, SystemInfo
 from contract.resultio import write_result
 from host.publish import MAX_ANNOTATION_BYTES, annotation, meta_data, publish
 from tests.common import REPO

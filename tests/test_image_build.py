@@ -39,7 +39,7 @@ def test_dockerignore_sends_only_what_the_images_use() -> None:
     sent = exclude_paths(str(REPO), patterns, dockerfile="images/runner/Dockerfile")
     top = {p.split("/")[0] for p in sent}
     assert top <= {"contract", "runner", "images", ".dockerignore"}, top
-    assert "runner/entry.py" in sent and "contract/models.py" in sent
+    assert "runner/entry.py" in sent and "contract/payload.py" in sent
     assert "images/runner/requirements.txt" in sent
     assert not any(p.startswith(("launcher/", "host/", "tests/", ".git/")) for p in sent)
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from contract.models import PyPayload
+from contract.payload import PyPayload
 from runner.kernels import integrity
 from tests.judge_cheats import CHEATS, CORRECT, REFERENCE, STUB
 from tests.kernels_support import py_payload, run_runner
@@ -198,7 +198,7 @@ def test_reference_ceiling_passes_an_honest_foreign_run(runner_env) -> None:
 
 
 def test_integrity_failures_reach_the_report_and_the_annotation() -> None:
-    from contract.models import FullResult, IntegrityCheck, KitebenchInfo
+    from contract.result import FullResult, IntegrityCheck, KitebenchInfo
     from host.publish import annotation
     from launcher.report import render_result as render
 

@@ -47,7 +47,7 @@ def test_judge_in_docker(tmp_path: Path, name: str) -> None:
 @pytest.mark.docker
 @pytest.mark.parametrize("name", ["correct", "protocol_forge_exit", "input_alias"])
 def test_judge_under_kitebench_job(tmp_path: Path, name: str) -> None:
-    from contract.models import dump_payload
+    from contract.payload import dump_payload
     from tests.test_host_job import Job
 
     image = ensure_test_image(docker_client(), tag=IMAGE)

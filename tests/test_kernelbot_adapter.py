@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from contract.models import FullResult  # noqa: E402
+from contract.result import FullResult
 from launcher.buildkite import BuildkiteLauncher  # noqa: E402
 from launcher.client import BuildkiteClient  # noqa: E402
 from launcher.kernelbot import BuildkiteKernelbotLauncher, gpu_name, run_submission  # noqa: E402

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from contract import codec
-from contract.models import CuPayload, PyPayload
+from contract.payload import CuPayload, PyPayload
 from runner.kernels.execute import cases_for_run, run_names, score
 from runner.kernels.protocol import parse_popcorn
 from runner.kernels.workdir import format_case

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from contract.models import FullResult, KitebenchInfo
+from contract.result import FullResult, KitebenchInfo
 from launcher import local
 from launcher.api import options, submit
 from launcher.base import StatusEvent

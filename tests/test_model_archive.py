@@ -11,10 +11,8 @@ import gzip
 import hashlib
 import http.server
 import io
-import json
 import os
 import re
-import subprocess
 import sys
 import tarfile
 import threading
@@ -26,7 +24,7 @@ import pytest
 
 from contract import codec
 from runner.model import archive as arch
-from tests.common import REPO
+from tests.kernels_support import run_runner
 
 LIMITS = arch.Limits(max_archive_bytes=1 << 20, max_files=50, max_bytes=1 << 20)
 
@@ -221,17 +219,8 @@ def test_download_verifies_hash_and_size(tmp_path: Path, http_dir: tuple[Path, s
 
 
 def _run_runner(payload: dict, env: dict[str, str]) -> tuple[int, dict]:
-    env = dict(env, SUBMISSION_PAYLOAD=codec.encode(payload))
-    proc = subprocess.run(
-        [sys.executable, "-m", "runner"],
-        env=env,
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    result = json.loads(Path(env["KITEBENCH_OUTPUT_DIR"], "result.json").read_text())
-    return proc.returncode, result
+    run = run_runner(codec.encode(payload), env, timeout=120)
+    return run.exit_code, run.raw
 
 
 def _model_payload(**archive: str) -> dict:

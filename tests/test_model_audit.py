@@ -8,7 +8,8 @@ import re
 import stat
 from pathlib import Path
 
-from contract.models import BenchmarkShape, FullResult, KitebenchInfo, ModelConfig, ScoreInfo
+from contract.payload import BenchmarkShape, ModelConfig
+from contract.result import FullResult, KitebenchInfo, ScoreInfo
 from host.publish import annotation
 from launcher.report import render_result as render
 from runner.model import audit, bench

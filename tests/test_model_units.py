@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from contract.models import BenchmarkShape, ModelPayload
+from contract.payload import BenchmarkShape, ModelPayload
 from launcher.errors import TaskError, UsageError
 from launcher.model_task import build_model_payload
 from runner.model import bench, perplexity

@@ -56,28 +56,20 @@ def models_dir(vllm_python: str) -> Path:
     return models
 
 
+def _made_by(python: str, script: Path, out: Path) -> Path:
+    """``out``, filled by ``python script out`` (the fork archives)."""
+    subprocess.run([python, str(script), str(out)], check=True, timeout=120, capture_output=True)
+    return out
+
+
 @pytest.fixture(scope="module")
 def forks(vllm_python: str, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    out = tmp_path_factory.mktemp("forks")
-    subprocess.run(
-        [vllm_python, str(TASK / "make_forks.py"), str(out)],
-        check=True,
-        timeout=120,
-        capture_output=True,
-    )
-    return out
+    return _made_by(vllm_python, TASK / "make_forks.py", tmp_path_factory.mktemp("forks"))
 
 
 @pytest.fixture(scope="module")
 def cheat_forks(vllm_python: str, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    out = tmp_path_factory.mktemp("cheats")
-    subprocess.run(
-        [vllm_python, str(REPO / "tests/cheat_forks.py"), str(out)],
-        check=True,
-        timeout=120,
-        capture_output=True,
-    )
-    return out
+    return _made_by(vllm_python, REPO / "tests/cheat_forks.py", tmp_path_factory.mktemp("cheats"))
 
 
 @pytest.fixture(scope="module")

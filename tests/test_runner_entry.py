@@ -12,7 +12,8 @@ from pathlib import Path
 import pytest
 
 from contract import codec
-from contract.models import MAX_SOURCES_BYTES, RunnerExit
+from contract.payload import MAX_SOURCES_BYTES
+from contract.result import RunnerExit
 from tests.bombs import b64_bomb, zlib_bomb
 from tests.common import PYTHON
 
@@ -148,7 +149,7 @@ def test_python_dash_m_runner_is_importable_without_control_plane_modules():
     """The runner image installs only runner + pydantic: importing it must not pull in click,
     requests, yaml, docker or launcher."""
     code = (
-        "import sys, runner.entry, contract.codec, contract.models\n"
+        "import sys, runner.entry, contract.codec, contract.payload, contract.result\n"
         "bad = [m for m in ('click', 'requests', 'yaml', 'docker', 'launcher') if m in sys.modules]\n"
         "print(bad)"
     )

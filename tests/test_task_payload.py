@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from contract import codec
-from contract.models import CuPayload, PyPayload, dump_payload
+from contract.payload import CuPayload, PyPayload, dump_payload
 from launcher.errors import TaskError
 from launcher.task import build_config, build_payload, load_task
 from tests.taskdirs import write_cu_task, write_py_task

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from contract.models import FullResult
+from contract.result import FullResult
 from launcher.base import StatusEvent, SubmitOptions, make_launcher
 from launcher.campaign.outcome import INFRA_STAGE, TERMINAL, result_fields
 from launcher.campaign.plan import Cell

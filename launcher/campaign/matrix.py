@@ -25,7 +25,7 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from contract.models import Mode
+from contract.payload import Mode
 from launcher.errors import UsageError
 
 #: The GPU name of a cell when the matrix names none (the local backend runs it on this machine).

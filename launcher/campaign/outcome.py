@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from contract.models import FullResult
+from contract.result import FullResult
 
 Status = Literal["pending", "running", "success", "partial", "failed", "skipped"]
 STATUSES: tuple[str, ...] = ("pending", "running", "success", "partial", "failed", "skipped")

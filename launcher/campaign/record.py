@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from contract.models import FullResult
+from contract.result import FullResult
 from launcher.base import StatusCallback, StatusEvent, SubmitOptions
 from launcher.campaign.matrix import LOCAL_GPU
 from launcher.campaign.outcome import INFRA_STAGE, result_fields

@@ -51,7 +51,7 @@ def job(result_path: Path, publish: bool | None, timeout_s: float | None, payloa
     try:
         settings = HostSettings.from_env(env)
     except SettingsError as e:
-        from contract.models import FullResult, RunnerExit
+        from contract.result import FullResult, RunnerExit
 
         outcome_result = FullResult.failure(f"host misconfigured: {e}", "container", RunnerExit.INTERNAL)
         code = HostExit.CONFIG

@@ -8,7 +8,7 @@ import sys
 
 import click
 
-from contract.models import MODES
+from contract.payload import MODES
 from launcher.errors import UsageError
 
 
@@ -27,7 +27,7 @@ def payload() -> None:
 def encode(task_dir: str, submission: str | None, mode: str, arch: str | None, as_json: bool, no_limit: bool) -> None:
     """Encode TASK_DIR/task.yml + a submission as a SUBMISSION_PAYLOAD value."""
     from contract import codec
-    from contract.models import dump_payload
+    from contract.payload import dump_payload
     from launcher.task import build_payload
 
     model = build_payload(task_dir, submission, mode=mode, arch=arch)
@@ -47,7 +47,7 @@ def encode(task_dir: str, submission: str | None, mode: str, arch: str | None, a
 def decode(path: str | None, raw: bool) -> None:
     """Decode a payload (from --file, stdin, or $SUBMISSION_PAYLOAD) and print it as JSON."""
     from contract import codec
-    from contract.models import dump_payload
+    from contract.payload import dump_payload
 
     if path == "-" or (path is None and not os.environ.get("SUBMISSION_PAYLOAD") and not sys.stdin.isatty()):
         text: str | None = sys.stdin.read()

@@ -11,7 +11,8 @@ import click
 @click.argument("which", type=click.Choice(["payload", "result", "matrix"]))
 def schema(which: str) -> None:
     """Print the JSON Schema of the payload, of result.json or of a matrix file."""
-    from contract.models import payload_json_schema, result_json_schema
+    from contract.payload import payload_json_schema
+    from contract.result import result_json_schema
 
     if which == "matrix":
         from launcher.campaign.matrix import matrix_json_schema

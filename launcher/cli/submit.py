@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from contract.models import MODES
+from contract.payload import MODES
 from launcher.cli.status_line import StatusLine
 from launcher.cli.wait import webhook_options
 

@@ -8,7 +8,8 @@ import subprocess
 from collections.abc import Mapping
 from pathlib import Path
 
-from contract.models import COMPILE_TIMEOUT_S, CompileResult, CuPayload
+from contract.payload import COMPILE_TIMEOUT_S, CuPayload
+from contract.result import CompileResult
 from runner.kernels.process import run_process
 
 BINARY_NAME = "eval.out"

@@ -11,9 +11,9 @@ from collections.abc import Callable
 from pathlib import Path
 
 from contract import ranking
-from contract.models import (
+from contract.payload import CuPayload, PyPayload, TestCase, runs_for_mode
+from contract.result import (
     CompileResult,
-    CuPayload,
     EvalResult,
     FullResult,
     HarnessExit,
@@ -21,14 +21,11 @@ from contract.models import (
     KitebenchInfo,
     Phase,
     ProfileResult,
-    PyPayload,
     RunnerExit,
     RunResult,
     ScoreInfo,
     Stage,
     SystemInfo,
-    TestCase,
-    runs_for_mode,
     runs_passed,
 )
 from runner.context import RunContext

@@ -3,7 +3,7 @@ run is the submission's text, so it is cut short, a traceback reduced to its las
 
 from __future__ import annotations
 
-from contract.models import EvalResult, HarnessExit
+from contract.result import EvalResult, HarnessExit
 from runner.kernels.protocol import count_problem, indices
 
 _EXIT_MEANING = {

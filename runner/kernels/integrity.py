@@ -27,7 +27,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from contract.models import CuPayload, IntegrityCheck, PyPayload, RunResult
+from contract.payload import CuPayload, PyPayload
+from contract.result import IntegrityCheck, RunResult
 from runner.kernels.judged import judge_options
 from runner.kernels.workdir import CASES_NAME, cases_text, private_dir, write_files
 
@@ -112,7 +113,7 @@ def secret_recheck(
     if run.passed:
         return IntegrityCheck(check="secret_recheck", verdict="pass",
                               detail=f"tests passed again with a fresh secret seed ({run.duration:.2f} s)")
-    from contract.models import EvalResult
+    from contract.result import EvalResult
 
     now = job_now()
     why = describe_failure("secret recheck", EvalResult(start=now, end=now, run=run))

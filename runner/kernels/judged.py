@@ -15,7 +15,7 @@ import shutil
 import sys
 from pathlib import Path
 
-from contract.models import CuPayload, PyPayload
+from contract.payload import CuPayload, PyPayload
 from runner.harness.judge import ENV_SANDBOX, ENV_WORKER_DIR, sandbox_to_env
 from runner.harness.stub import stub_options
 from runner.kernels.process import ProcessOutcome, run_process

@@ -7,7 +7,7 @@ import tempfile
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 
-from contract.models import TestCase
+from contract.payload import TestCase
 from runner import procs
 
 CASES_NAME = "cases.txt"

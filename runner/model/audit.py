@@ -36,7 +36,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from contract.models import BenchmarkShape, ModelConfig
+from contract.payload import BenchmarkShape, ModelConfig
 
 #: Alternatives kept per reference position (a near-tie's token is among stock's top 2).
 TOP_K = 5

@@ -17,7 +17,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from contract import ranking
-from contract.models import BenchmarkShape, ScoreInfo
+from contract.payload import BenchmarkShape
+from contract.result import ScoreInfo
 from runner.model.util import StageError, tail, tail_file
 
 DRIVER = Path(__file__).with_name("bench_driver.py")

@@ -17,15 +17,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from contract.models import (
-    EvalResult,
-    FullResult,
-    KitebenchInfo,
-    ModelPayload,
-    Phase,
-    RunnerExit,
-    runs_for_mode,
-)
+from contract.payload import ModelPayload, runs_for_mode
+from contract.result import EvalResult, FullResult, KitebenchInfo, Phase, RunnerExit
 from runner.context import RunContext
 from runner.kernels.process import (
     become_subreaper,

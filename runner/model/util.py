@@ -9,7 +9,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from contract.models import EvalResult, Phase, RunResult, Stage
+from contract.result import EvalResult, Phase, RunResult, Stage
 
 TAIL_LINES = 40
 TAIL_CHARS = 6000

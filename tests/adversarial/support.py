@@ -36,7 +36,7 @@ from typing import Any
 
 import yaml
 
-from contract.models import FullResult
+from contract.result import FullResult
 from tests.common import EXAMPLES, REPO, missing_prereq
 
 HERE = Path(__file__).resolve().parent

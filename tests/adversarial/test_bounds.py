@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from contract.models import EvalResult, FullResult, KitebenchInfo, RunResult, SystemInfo
+from contract.result import EvalResult, FullResult, KitebenchInfo, RunResult, SystemInfo
 from host.publish import annotation
 from launcher.report import render_result
 from runner.kernels.execute import _hold_to_cases, score
