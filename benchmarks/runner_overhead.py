@@ -14,14 +14,16 @@ Every variant runs in each round, in turn, so a machine that gets busier mid-run
   the environment (the container host) and ``KITEBENCH_INPUT=stdin`` (the local backend).
 
 Bytecode: the runner image compiles the runner at build time (``compileall``) and the
-interpreter's own modules ship compiled, so by default every process here reads bytecode from a
-private cache (``PYTHONPYCACHEPREFIX``, filled by a warm-up run) even where the environment says
-``PYTHONDONTWRITEBYTECODE=1``; ``--as-is`` keeps the environment's setting instead.
+interpreter's own modules ship compiled, so by default the measured checkout's ``runner`` is
+compiled first (into its ``__pycache__`` dirs, which git ignores) even where the environment says
+``PYTHONDONTWRITEBYTECODE=1``; ``--no-compile`` leaves it as it is. (A private
+``PYTHONPYCACHEPREFIX`` would not do: the sandboxed submission has a fresh /tmp and would
+recompile the standard library on every start.)
 
-    python benchmarks/runner_overhead.py [--repeat N] [--as-is] [--repo DIR]
+    python benchmarks/runner_overhead.py [--repeat N] [--no-compile] [--repo DIR] [--against DIR]
 
-``--repo DIR`` measures the runner of another checkout (e.g. ``git worktree add /tmp/base
-main``) with this script, for before/after figures under the same load.
+``--repo DIR`` measures the runner of another checkout with this script; ``--against DIR`` adds
+that checkout's runner (unsigned) to every round, for before/after figures under the same load.
 """
 
 from __future__ import annotations
@@ -66,9 +68,10 @@ def _time(cmd: list[str], env: dict[str, str], stdin: bytes | None = None) -> tu
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--repeat", type=int, default=15)
-    ap.add_argument("--as-is", action="store_true",
-                    help="keep the environment's bytecode setting (no private cache)")
+    ap.add_argument("--no-compile", action="store_true",
+                    help="do not compile the runner's bytecode first")
     ap.add_argument("--repo", type=Path, default=REPO, help="the checkout whose runner to run")
+    ap.add_argument("--against", type=Path, help="another checkout whose runner runs each round")
     args = ap.parse_args()
     payload = codec.encode(
         {"lang": "py", "main": "eval.py", "sources": {"eval.py": EVAL}, "tests": [{"n": 1}]}
@@ -77,10 +80,11 @@ def main() -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("KITEBENCH_", "SUBMISSION_"))}
     env["PYTHONPATH"] = str(args.repo.resolve())
     py = sys.executable
-    with tempfile.TemporaryDirectory() as out, tempfile.TemporaryDirectory() as pyc:
-        if not args.as_is:
-            env.pop("PYTHONDONTWRITEBYTECODE", None)
-            env["PYTHONPYCACHEPREFIX"] = pyc
+    if not args.no_compile:
+        for repo in filter(None, (args.repo, args.against)):
+            subprocess.run([py, "-m", "compileall", "-q", str(repo / "runner")], check=True,
+                           env={k: v for k, v in env.items() if k != "PYTHONDONTWRITEBYTECODE"})
+    with tempfile.TemporaryDirectory() as out:
         renv = {**env, "SUBMISSION_PAYLOAD": payload, "KITEBENCH_OUTPUT_DIR": out}
         variants: dict[str, tuple[list[str], dict[str, str], bytes | None]] = {
             "python -c pass": ([py, "-c", "pass"], env, None),
@@ -93,6 +97,9 @@ def main() -> None:
                 {**env, "KITEBENCH_INPUT": "stdin", "KITEBENCH_OUTPUT_DIR": out},
                 (key + "\n" + payload).encode()),
         }
+        if args.against:
+            variants[f"runner of {args.against.name} (unsigned)"] = (
+                [py, "-m", "runner"], {**renv, "PYTHONPATH": str(args.against.resolve())}, None)
         for cmd, venv, stdin in variants.values():  # warm the page and bytecode caches
             _time(cmd, venv, stdin)
         wall: dict[str, list[float]] = {name: [] for name in variants}
@@ -112,7 +119,7 @@ def main() -> None:
     cmed = {name: statistics.median(v) * 1e3 for name, v in cpu.items()}
     base, cbase = med["python -c pass"], cmed["python -c pass"]
     print(f"runner of {args.repo}; {args.repeat} rounds; bytecode: "
-          f"{'as the environment has it' if args.as_is else 'cached'}; {os.cpu_count()} CPUs")
+          f"{'as the checkout has it' if args.no_compile else 'compiled first'}; {os.cpu_count()} CPUs")
     print(f"{'':34s} {'wall median':>11s} {'min':>8s} {'over baseline':>13s} {'ratio':>6s}"
           f" {'CPU median':>10s} {'over':>7s}")
     for name in variants:
