@@ -11,6 +11,7 @@ import base64
 import binascii
 import json
 import zlib
+from collections.abc import Mapping
 from typing import Any
 
 from pydantic import BaseModel, ValidationError
@@ -22,8 +23,29 @@ from contract.payload import LANGS, MODES, dump_payload, payload_adapter
 INLINE_LIMIT = 96 * 1024
 #: Default cap on the decompressed JSON.
 DEFAULT_MAX_DECOMPRESSED = 64 * 1024 * 1024
+#: The setting that overrides it (a host's or the runner's environment).
+MAX_BYTES_ENV = "KITEBENCH_MAX_PAYLOAD_BYTES"
 _CHUNK = 64 * 1024
 _STEP = 1024 * 1024
+
+# The zlib level is chosen by what the inline limit needs; the wire format (base64 of a zlib
+# stream) and every decoder stay the same whatever the level.
+#
+# - With a limit (the payload travels inline in an environment variable): level 1 when its output
+#   fits (most payloads; 3x faster than level 6 on source text, and inline is inline), else
+#   level 6 (zlib's default, what every payload used before) for the payloads only level 6 can
+#   fit. That try stops as soon as its output passes the limit, so a payload that cannot go
+#   inline does not pay for a whole level-6 pass (the 1 MiB benchmark payload: a fifth of one;
+#   a 100 MiB inline model archive: milliseconds where it took seconds).
+# - Without a limit (the local backend's stdin, KITEBENCH_PAYLOAD_FILE): stored, no compression
+#   (level 0). Such a payload goes through a pipe or a local file, where a 2-4x larger text costs
+#   microseconds; level 6's ~20 % smaller output than level 1 buys nothing there, and level 1
+#   itself costs ~12 ms per MiB, more than the whole round trip of a stored payload. A stored
+#   stream grows by 5 bytes per block (64 KiB at most), so where that would pass
+#   read_payload_file's margin over the text of a payload at the cap (a stored payload of
+#   ~9.5 MiB and more), level 1 is used: it never grows JSON text, and no cap moves.
+_LEVEL_SMALL = 1
+_LEVEL_FIT = 6
 
 Payload = Any  # PyPayload | CuPayload | ModelPayload (see contract.payload.Payload)
 
@@ -69,18 +91,61 @@ def format_size(n: int) -> str:
 
 
 def encode(payload: Payload | dict[str, Any], *, limit: int | None = INLINE_LIMIT) -> str:
-    """Validate and encode a payload. Refuses results over ``limit`` bytes (``None``: no limit)."""
+    """Validate and encode a payload. Refuses results over ``limit`` bytes (``None``: no limit)
+    with :class:`PayloadTooLarge`; the zlib level follows the limit (see ``_LEVEL_FIT``)."""
     model = payload if isinstance(payload, BaseModel) else validate(payload)
     return encode_raw(dump_payload(model), limit=limit)
 
 
 def encode_raw(data: Any, *, limit: int | None = INLINE_LIMIT) -> str:
-    """Encode any JSON data without validating it (tests and tooling)."""
+    """Encode any JSON data without validating it (tests and tooling). Over ``limit``, the
+    :class:`PayloadTooLarge` names the size of the level-1 encoding (the level-6 try stops at
+    the limit)."""
     raw = json.dumps(data, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
-    text = base64.b64encode(zlib.compress(raw)).decode("ascii")
-    if limit is not None and len(text) > limit:
-        raise PayloadTooLarge(len(text), limit, "the encoded payload")
-    return text
+    if limit is None:
+        stored = zlib.compress(raw, 0)
+        if _b64len(len(stored)) <= payload_file_limit(len(raw)):
+            return _b64(stored)
+        return _b64(zlib.compress(raw, _LEVEL_SMALL))
+    # base64 turns each 3 bytes into 4 characters: the compressed bytes that fit ``limit``
+    budget = limit // 4 * 3
+    small = zlib.compress(raw, _LEVEL_SMALL)
+    if len(small) <= budget:
+        return _b64(small)
+    fitted = _compress_within(raw, _LEVEL_FIT, budget)
+    if fitted is not None:
+        return _b64(fitted)
+    # the size of the level-1 encoding: over the limit, as it did not fit
+    raise PayloadTooLarge(_b64len(len(small)), limit, "the encoded payload")
+
+
+def _b64(data: bytes) -> str:
+    return base64.b64encode(data).decode("ascii")
+
+
+def _b64len(n: int) -> int:
+    """The length of the base64 text of ``n`` bytes."""
+    return 4 * -(-n // 3)
+
+
+def _compress_within(raw: bytes, level: int, budget: int) -> bytes | None:
+    """``zlib.compress(raw, level)`` if its output is at most ``budget`` bytes, else None, found
+    out after compressing only as much of ``raw`` as it takes to pass the budget."""
+    c = zlib.compressobj(level)
+    view = memoryview(raw)
+    parts: list[bytes] = []
+    size = 0
+    for i in range(0, len(raw), _CHUNK):
+        part = c.compress(view[i : i + _CHUNK])
+        size += len(part)
+        if size > budget:
+            return None
+        parts.append(part)
+    part = c.flush()
+    if size + len(part) > budget:
+        return None
+    parts.append(part)
+    return b"".join(parts)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -97,22 +162,27 @@ def decompress(text: str | bytes | None, *, max_bytes: int = DEFAULT_MAX_DECOMPR
             text = text.encode("ascii")
         except UnicodeEncodeError:
             raise PayloadError("base64", "payload is not base64: it has non-ASCII characters") from None
-    text = b"".join(text.split())  # tolerate line breaks/padding whitespace from copy-paste
-    if not text:
+    if not text.strip():
         raise PayloadError("empty", "payload is empty")
     try:
-        compressed = base64.b64decode(text, validate=True)
-    except (binascii.Error, ValueError) as e:
-        raise PayloadError("base64", f"payload is not valid base64 ({e})") from None
+        compressed = binascii.a2b_base64(text, strict_mode=True)
+    except (binascii.Error, ValueError):
+        # line breaks or spaces from a copy-paste are tolerated: the strict decoder refused them,
+        # so without them (a copy: only for such a payload) the text is decoded again
+        try:
+            compressed = binascii.a2b_base64(b"".join(text.split()), strict_mode=True)
+        except (binascii.Error, ValueError) as e:
+            raise PayloadError("base64", f"payload is not valid base64 ({e})") from None
 
     d = zlib.decompressobj()
     # Output is kept as a list of chunks: no over-allocation while growing, and a bomb is refused
     # before anything is joined, so peak memory stays near ``max_bytes``.
     parts: list[bytes] = []
     size = 0
+    view = memoryview(compressed)
     try:
         for i in range(0, len(compressed), _CHUNK):
-            chunk = compressed[i : i + _CHUNK]
+            chunk: bytes | memoryview = view[i : i + _CHUNK]
             while chunk:
                 # max_length bounds each step (small steps: no large transient buffers) and
                 # never lets the output pass the cap by more than one byte.
@@ -131,10 +201,30 @@ def decompress(text: str | bytes | None, *, max_bytes: int = DEFAULT_MAX_DECOMPR
     return b"".join(parts)
 
 
+def max_bytes_from(env: Mapping[str, str]) -> int:
+    """The decompression cap ``env`` sets (:data:`MAX_BYTES_ENV`), else the default. A value that
+    is not a positive integer is a configuration error (ValueError), never a bad payload."""
+    raw = env.get(MAX_BYTES_ENV)
+    if not raw:
+        return DEFAULT_MAX_DECOMPRESSED
+    try:
+        value = int(raw)
+    except ValueError:
+        value = 0
+    if value <= 0:
+        raise ValueError(f"{MAX_BYTES_ENV} must be a positive integer, got {raw!r}")
+    return value
+
+
+def payload_file_limit(max_bytes: int) -> int:
+    """The largest payload file :func:`read_payload_file` reads for a cap of ``max_bytes``."""
+    return max_bytes * 4 // 3 + 1024
+
+
 def read_payload_file(path: str, *, max_bytes: int = DEFAULT_MAX_DECOMPRESSED) -> bytes:
     """An encoded payload from a file (for payloads too big for one env string). The encoded text
     of a payload under the cap is at most ~4/3 of it (base64 of incompressible data)."""
-    limit = max_bytes * 4 // 3 + 1024
+    limit = payload_file_limit(max_bytes)
     try:
         with open(path, "rb") as f:
             data = f.read(limit + 1)

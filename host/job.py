@@ -85,14 +85,10 @@ def run_job(
 
     status("validate", "checking the payload on the host")
     try:
-        max_bytes = int(host_env.get("KITEBENCH_MAX_PAYLOAD_BYTES") or codec.DEFAULT_MAX_DECOMPRESSED)
-        if max_bytes <= 0:
-            raise ValueError
-    except ValueError:  # a host misconfiguration: a failed result, not a traceback
-        raw = host_env.get("KITEBENCH_MAX_PAYLOAD_BYTES")
+        max_bytes = codec.max_bytes_from(host_env)
+    except ValueError as e:  # a host misconfiguration: a failed result, not a traceback
         result = FullResult.failure(
-            f"host misconfigured: KITEBENCH_MAX_PAYLOAD_BYTES must be a positive integer, got {raw!r}",
-            "container", RunnerExit.INTERNAL, isolation=iso,
+            f"host misconfigured: {e}", "container", RunnerExit.INTERNAL, isolation=iso,
         )
         return JobOutcome(result, HostExit.CONFIG, {"container": "not started: bad settings"})
     try:

@@ -6,9 +6,12 @@ import signal
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from contract.result import FullResult, RunnerExit
-from contract.resultio import write_result
+# The contract (pydantic) is imported where it is used: ``python -m runner`` imports this module
+# before anything heavy (runner.entry).
+if TYPE_CHECKING:
+    from contract.result import FullResult
 
 
 class Interrupted(BaseException):  # noqa: N818 - like KeyboardInterrupt, not an error class
@@ -36,6 +39,9 @@ class RunContext:
     def checkpoint(self, partial: FullResult, after: str) -> None:
         """Record what finished so far. The file on disk says the job is incomplete, so a hard
         kill (SIGKILL, OOM) still leaves a truthful result.json; the final write replaces it."""
+        from contract.result import RunnerExit
+        from contract.resultio import write_result
+
         self.last_checkpoint = partial
         marked = partial.model_copy(deep=True)
         marked.success = False

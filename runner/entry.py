@@ -25,17 +25,20 @@ import signal
 import sys
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from contract import codec
-from contract.result import FullResult, RunnerExit
-from contract.resultio import KEY_ENV, exit_code_for, write_result
+# Cheap modules only at the top: main() makes the runner undumpable and starts the GPU query
+# before the contract (pydantic) and the executors are imported, in run().
+from runner import system
 from runner.context import Interrupted, RunContext
-from runner.kernels.process import hide_from_same_user
-from runner.system import collect_system
+
+if TYPE_CHECKING:
+    from contract.result import FullResult, RunnerExit
 
 #: Bytes read from stdin at most with KITEBENCH_INPUT=stdin (the key line + an encoded payload).
 _STDIN_CAP = 256 * 1024 * 1024
+_PR_GET_DUMPABLE = 3
+_PR_SET_DUMPABLE = 4
 
 
 def _raise_interrupted(signum: int, _frame: Any) -> None:
@@ -60,6 +63,10 @@ def _read_stdin() -> tuple[str | None, bytes]:
 
 
 def run(env: Mapping[str, str]) -> tuple[FullResult, RunnerExit]:
+    from contract import codec
+    from contract.result import FullResult, RunnerExit
+    from contract.resultio import KEY_ENV, exit_code_for, write_result
+
     out_dir = Path(env.get("KITEBENCH_OUTPUT_DIR") or os.getcwd())
     key = _valid_key(env.get(KEY_ENV))
     env = {k: v for k, v in env.items() if k != KEY_ENV}
@@ -80,7 +87,8 @@ def run(env: Mapping[str, str]) -> tuple[FullResult, RunnerExit]:
         result = execute(payload, ctx)
     except codec.PayloadError as e:
         result = FullResult.failure(
-            e.message, e.stage, RunnerExit.BAD_PAYLOAD, system=collect_system(probe_gpu=False)
+            e.message, e.stage, RunnerExit.BAD_PAYLOAD,
+            system=system.collect_system(probe_gpu=False),
         )
     except Interrupted as e:
         result = _interrupted(ctx, e)
@@ -104,20 +112,15 @@ def _valid_key(raw: str | None) -> str | None:
 
 
 def _max_bytes(env: Mapping[str, str]) -> int:
-    raw = env.get("KITEBENCH_MAX_PAYLOAD_BYTES")
-    if not raw:
-        return codec.DEFAULT_MAX_DECOMPRESSED
-    try:
-        value = int(raw)
-    except ValueError:
-        value = 0
-    if value <= 0:
-        # a host misconfiguration, not a bad payload: reported as an internal error
-        raise ValueError(f"KITEBENCH_MAX_PAYLOAD_BYTES must be a positive integer, got {raw!r}")
-    return value
+    # a host misconfiguration raises ValueError: reported as an internal error, not a bad payload
+    from contract import codec
+
+    return codec.max_bytes_from(env)
 
 
 def _interrupted(ctx: RunContext, e: Interrupted) -> FullResult:
+    from contract.result import FullResult, RunnerExit
+
     partial = ctx.last_checkpoint
     msg = f"interrupted by {e.signal_name}"
     if partial is None:
@@ -137,18 +140,49 @@ def _interrupted(ctx: RunContext, e: Interrupted) -> FullResult:
     return result
 
 
+def _hide_from_same_user() -> bool:
+    """:func:`runner.kernels.process.hide_from_same_user` as the very first thing: the same
+    ``prctl(PR_SET_DUMPABLE, 0)``, called through the symbols this interpreter already has
+    (``CDLL(None)``), checked with ``PR_GET_DUMPABLE``. Importing that module first would leave
+    the runner dumpable through the ~0.2 s of imports behind ``runner.kernels``; where this
+    fails, that function is the fallback."""
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        zero = ctypes.c_ulong(0)
+        if (
+            libc.prctl(_PR_SET_DUMPABLE, zero, zero, zero, zero) == 0
+            and libc.prctl(_PR_GET_DUMPABLE, zero, zero, zero, zero) == 0
+        ):
+            return True
+    except (OSError, AttributeError, ImportError):
+        pass
+    from runner.kernels.process import hide_from_same_user
+
+    return hide_from_same_user()
+
+
 def main() -> int:
     # First, before the key or the payload is read: processes of the same user can then neither
     # ptrace the runner nor read its /proc/<pid>/environ, mem or fds.
-    hide_from_same_user()
+    _hide_from_same_user()
+    # Then the GPU query (its tools get neither this environment nor stdin): it answers while
+    # the contract is imported and the payload decoded; collect_system() reads it.
+    system.start_probe()
     previous = {s: signal.signal(s, _raise_interrupted) for s in (signal.SIGTERM, signal.SIGINT)}
     try:
         result, code = run(os.environ)
     except Interrupted:  # a signal while result.json was being written: exit with its class
+        from contract.result import RunnerExit
+
         return int(RunnerExit.INTERRUPTED)
     finally:
         for s, h in previous.items():
             signal.signal(s, h)
+        system.stop_probe()  # a job that never read it (a bad payload): its tools are killed
+    from contract.result import RunnerExit
+
     verdict = "passed" if code == RunnerExit.PASSED else code.name.lower().replace("_", " ")
     line = f"kitebench runner: {verdict}"
     if result.error:

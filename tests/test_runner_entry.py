@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import json
+import os
 import subprocess
 import sys
 import zlib
@@ -155,3 +156,71 @@ def test_python_dash_m_runner_is_importable_without_control_plane_modules():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+def test_runner_entry_imports_nothing_heavy_before_main():
+    """main() makes the runner undumpable and starts the GPU query before the contract (pydantic)
+    and the executors are imported: importing runner.entry must not import them."""
+    code = (
+        "import sys, runner.entry\n"
+        "print([m for m in ('pydantic', 'contract.payload', 'contract.result', 'runner.kernels') if m in sys.modules])"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
+
+
+def test_the_early_prctl_makes_the_runner_undumpable():
+    code = (
+        "import ctypes\nfrom runner.entry import _hide_from_same_user\n"
+        "ok = _hide_from_same_user()\n"
+        "print(ok, ctypes.CDLL(None).prctl(3, 0, 0, 0, 0))"  # PR_GET_DUMPABLE
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["True", "0"]
+
+
+def _fake_nvidia_smi(bindir: Path, body: str) -> None:
+    bindir.mkdir()
+    tool = bindir / "nvidia-smi"
+    tool.write_text("#!/bin/sh\n" + body)
+    tool.chmod(0o755)
+
+
+def test_the_gpu_query_gets_neither_the_key_nor_the_payload_nor_stdin(runner_env, tmp_path):
+    """The query starts before the key and the payload are read: its tool gets /dev/null as
+    stdin (with KITEBENCH_INPUT=stdin the key waits there) and no KITEBENCH_/SUBMISSION_ variable;
+    what it answers is still the system of result.json."""
+    from contract.resultio import read_result
+
+    seen = tmp_path / "seen"
+    _fake_nvidia_smi(tmp_path / "bin", f"/usr/bin/env > {seen}.env\n/bin/cat > {seen}.stdin\n"
+                                       'echo "NVIDIA Fake 96GB"\n')
+    env_key, stdin_key = "ab" * 32, "cd" * 32
+    payload = codec.encode({"lang": "py", "main": "eval.py", "tests": [{"n": 1}], "sources": {
+        "eval.py": 'import os\nos.write(int(os.environ["POPCORN_FD"]), b"check: pass\\n")\n'}})
+    env = dict(runner_env, PATH=f"{tmp_path / 'bin'}{os.pathsep}{runner_env.get('PATH', '')}",
+               KITEBENCH_INPUT="stdin", KITEBENCH_RESULT_KEY=env_key)
+    proc = subprocess.run([PYTHON, "-m", "runner"], env=env, input=f"{stdin_key}\n{payload}",
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == RunnerExit.PASSED, proc.stderr
+    out = Path(runner_env["KITEBENCH_OUTPUT_DIR"]) / "result.json"
+    result = read_result(out, key=stdin_key)
+    assert (result.system.gpu, result.system.device_count, result.system.runtime) == (
+        "NVIDIA Fake 96GB", 1, "CUDA")
+    assert Path(f"{seen}.stdin").read_bytes() == b""
+    tool_env = Path(f"{seen}.env").read_text()
+    for secret in (env_key, stdin_key, payload[:40], "KITEBENCH_", "SUBMISSION_"):
+        assert secret not in tool_env
+
+
+def test_a_bad_payload_does_not_leave_the_gpu_query_running(runner_env, tmp_path):
+    pid = tmp_path / "pid"
+    _fake_nvidia_smi(tmp_path / "bin", f"echo $$ > {pid}\nexec /bin/sleep 60\n")
+    env = dict(runner_env, PATH=f"{tmp_path / 'bin'}{os.pathsep}{runner_env.get('PATH', '')}")
+    proc = _run(env, "")
+    assert proc.returncode == RunnerExit.BAD_PAYLOAD
+    doc = json.loads((Path(runner_env["KITEBENCH_OUTPUT_DIR"]) / "result.json").read_text())
+    assert doc["system"]["gpu"] == "" and doc["system"]["runtime"] == "CPU"  # not asked, as before
+    if pid.exists():  # the tool had started: it was killed with the runner's exit
+        with pytest.raises(ProcessLookupError):
+            os.kill(int(pid.read_text()), 0)
