@@ -10,10 +10,8 @@ by a checkpoint; every failure names its stage.
 from __future__ import annotations
 
 import os
-import shlex
 import sys
 import tempfile
-import time
 from pathlib import Path
 from typing import Any
 
@@ -27,28 +25,28 @@ from runner.kernels.process import (
     kill_descendants,
 )
 from runner.model import archive as arch
-from runner.model import bench, perplexity
+from runner.model import bench
 from runner.model import cache as start_cache
-from runner.model.audit import model_digest
-from runner.model.audit_job import Audited, run_audit, stock_version
+from runner.model.audit_job import Audited, run_audit
 from runner.model.install import (
     Installed,
     base_env,
     fork_dirs,
-    give_tree,
     import_check,
     install,
     torch_version,
 )
+from runner.model.job_cache import StartCacheSteps
+from runner.model.job_runs import RunSteps
 from runner.model.server import Server, ServerSpec, resolve_model
-from runner.model.util import PhaseCtx, StageError, copy_log_tails, eval_result, now
+from runner.model.util import PhaseCtx, StageError, copy_log_tails, now
 from runner.sandbox import Sandbox, from_env
 from runner.system import collect_system
 
 DEFAULT_MODELS_DIR = "/models"
 
 
-class ModelJob:
+class ModelJob(StartCacheSteps, RunSteps):
     def __init__(self, payload: ModelPayload, ctx: RunContext) -> None:
         self.p = payload
         self.cfg = payload.model_cfg
@@ -284,79 +282,6 @@ class ModelJob:
             raise
         self._checkpoint("server_start")
 
-    # -- the start-up cache (runner.model.cache) -----------------------------------------------
-
-    def _start_facts(self, inst: Installed, model: str) -> dict[str, Any]:
-        """What the stock key covers (a fork's key adds its code delta)."""
-        cfg = self.cfg
-        return start_cache.about(
-            installed=inst.installed_dir,
-            version=stock_version(inst.installed_dir),
-            python=self.python,
-            torch=self.system.torch,
-            model_digest=model_digest(model),
-            config={
-                "model": model,
-                "served_model_name": cfg.model_name,
-                "tensor_parallel": cfg.tensor_parallel,
-                "vllm_args": list(cfg.vllm_args),
-                "server_env": dict(cfg.server_env),
-                "server_command": cfg.server_command,
-            },
-            delta=[],
-            device=f"{self.system.gpu}|{self.system.cpu}|{self.system.device_count}",
-        )
-
-    def _seed_start_cache(self, inst: Installed, model: str) -> Path | None:
-        """A copy of the agent's entry for exactly this code and config, handed to the fork's
-        uid (its server may write the copy); None on a miss or without a usable root."""
-        info: dict[str, Any] = {"used": False}
-        self.details["start_cache"] = info
-        if self.start_root is None:
-            info["why"] = "no root" if not self.env.get(start_cache.ENV_ROOT) else "sandbox none"
-            return None
-        # the stock key: what a trusted server publishes after this job
-        self.start_facts = self._start_facts(inst, model)
-        self.start_key = start_cache.key(self.start_facts)
-        if inst.method != "overlay":
-            info["why"] = "native fork: no key"
-            return None
-        delta = start_cache.code_delta(inst.installed_dir, inst.package_dir, inst.fork_files)
-        k = start_cache.key({**self.start_facts, "delta": delta})
-        info.update(used=True, key=k, changed_files=len(delta))
-        into = self.work / "start-cache"
-        into.mkdir(mode=0o700)
-        try:
-            info["hit"] = start_cache.seed(self.start_root, k, into)
-        except OSError as e:  # a broken entry costs a cold start, not the job
-            info.update(hit=False, error=str(e)[:300])
-        if self.sb.separate_uid:
-            give_tree(self.sb, into)
-        return into
-
-    def _seed_reference_cache(self) -> None:
-        """The stock entry (trusted, stock code) for the stock reference server, if it starts."""
-        if self.start_root is None or self.start_key is None:
-            return
-        into = Path(self.reference_env[start_cache.PARTS["vllm"]]).parent
-        try:
-            into.mkdir(mode=0o700)
-            start_cache.seed(self.start_root, self.start_key, into)
-        except OSError as e:
-            self.warnings.append(f"start-up cache not read for the reference server: {e}")
-
-    def _publish_start_cache(self) -> None:
-        """The stock reference server's caches as the entry of the stock key (first wins)."""
-        if self.start_root is None or self.start_key is None or "reference" not in self.details:
-            return
-        src = Path(self.reference_env[start_cache.PARTS["vllm"]]).parent
-        try:
-            done = start_cache.publish(self.start_root, self.start_key, src, self.start_facts)
-        except OSError as e:
-            self.warnings.append(f"start-up cache not published: {e}")
-            return
-        self.details.setdefault("start_cache", {})["published"] = done
-
     def _import_check(self, env: dict[str, str]) -> None:
         """The overlay's install skips ``import vllm`` (the server's start is that import); when
         the server does not come up, this names a fork that breaks it (raises stage install)."""
@@ -381,140 +306,6 @@ class ModelJob:
             self.runs[name] = self._benchmark(name, start, gate_keys)
             self._checkpoint(f"run {name}")
         return True
-
-    def _gate(self, run: str, start: Any) -> EvalResult:
-        assert self.server is not None
-        text = self.cfg.perplexity_corpus or perplexity.default_corpus()
-        docs = perplexity.documents(text, self.cfg.perplexity_chunk_chars)
-        timeout = self.p.test_timeout
-        cmd = (
-            f"perplexity gate: POST {self.server.base_url}/v1/completions echo+logprobs, "
-            f"{len(docs)} documents"
-        )
-        t0 = time.monotonic()
-        with self._phase("perplexity", f"run {run}") as ph:
-            try:
-                measured = perplexity.measure(
-                    self.server.base_url, self.cfg.model_name, docs, timeout=timeout
-                )
-            except perplexity.GateError as e:
-                ph.fail(str(e))
-                result = eval_result(
-                    start, False, cmd, {"check": "fail"}, stderr=str(e), exit_code=112, t0=t0
-                )
-                self.details["perplexity"] = {"error": str(e), "documents": len(docs)}
-                self.runs[run] = result
-                raise StageError("perplexity", f"perplexity gate failed: {e}") from None
-            verdict = perplexity.judge(
-                measured, self.cfg.perplexity_baseline, self.cfg.perplexity_tolerance
-            )
-            self.details["perplexity"] = {
-                **verdict.as_dict(),
-                "sum_logprob": measured.sum_logprob,
-                "corpus": "task" if self.cfg.perplexity_corpus else "default",
-            }
-            if not verdict.gated:
-                self.warnings.append(
-                    "perplexity_baseline is not set: the gate checked the answers' "
-                    "validity but did not compare the perplexity"
-                )
-            keys = {
-                "check": "pass" if verdict.passed else "fail",
-                "perplexity": repr(verdict.measured),
-                "perplexity.baseline": "" if verdict.baseline is None else repr(verdict.baseline),
-                "perplexity.tolerance": repr(verdict.tolerance),
-                "perplexity.relative_deviation": ""
-                if verdict.relative_deviation is None
-                else repr(verdict.relative_deviation),
-                "perplexity.tokens": str(verdict.tokens),
-                "perplexity.documents": str(verdict.documents),
-            }
-            ph.detail = verdict.message()
-            if not verdict.passed:
-                ph.fail(verdict.message())
-                result = eval_result(
-                    start, False, cmd, keys, stdout=verdict.message(), exit_code=112, t0=t0
-                )
-                self.runs[run] = result
-                raise StageError("perplexity", f"perplexity gate failed: {verdict.message()}")
-        return eval_result(start, True, cmd, keys, stdout=verdict.message(), exit_code=0, t0=t0)
-
-    def _benchmark(self, run: str, start: Any, gate_keys: dict[str, str]) -> EvalResult:
-        assert self.server is not None and self.installed is not None
-        prefix = bench.default_prefix(self.python, self.cfg.bench_command)
-        out_dir = self.work / "bench" / run
-        tokenizer = self.details.get("server", {}).get("model", self.cfg.model_name)
-        deadline = time.monotonic() + self.cfg.benchmark_timeout
-        t0 = time.monotonic()
-        results: list[bench.ShapeResult] = []
-        seed = self._run_seed(run)
-        # The audit needs the kit's own client; a task's bench_command is trusted but unaudited.
-        record = self.cfg.bench_command is None
-        with self._phase("benchmark", f"run {run}") as ph:
-            try:
-                for i, shape in enumerate(self.cfg.benchmark_shapes):
-                    r = bench.run_shape(
-                        i,
-                        shape,
-                        prefix=prefix,
-                        base_url=self.server.base_url,
-                        model=self.cfg.model_name,
-                        tokenizer=tokenizer,
-                        seed=seed,
-                        out_dir=out_dir,
-                        env=dict(self.client_env),
-                        cwd=self.work / "client",
-                        timeout=deadline - time.monotonic(),
-                        record=record,
-                    )
-                    bench.check_complete(r)
-                    results.append(r)
-                values = [bench.metric_of(r, self.cfg.ranking_metric) for r in results]
-                score = bench.combine(values, self.p.ranking_by)
-            except StageError as e:
-                ph.fail(e.message.splitlines()[0])
-                keys = {**gate_keys, "check": "fail", **bench.result_strings(results)}
-                self.runs[run] = eval_result(
-                    start, False, "vllm bench serve", keys, stderr=e.message, exit_code=1, t0=t0
-                )
-                self._record_bench(run, results)
-                raise
-            ph.detail = f"{len(results)} shape(s), {self.cfg.ranking_metric} = {score:.6g}"
-        self._record_bench(run, results)
-        if record:
-            self.to_audit.append(Audited(run, seed, results))
-        elif run == runs_for_mode(self.p.mode)[-1]:
-            self.warnings.append("bench_command is set: the timed run's outputs were not audited")
-        self.score = score
-        self.details["ranking_metric"] = self.cfg.ranking_metric
-        self.details["ranking_by"] = self.p.ranking_by
-        self.details["higher_is_better"] = not bench.lower_is_better(self.cfg.ranking_metric)
-        keys = {
-            **gate_keys,
-            "check": "pass",
-            **bench.result_strings(results),
-            "score": repr(score),
-            "ranking_metric": self.cfg.ranking_metric,
-        }
-        summary = "; ".join(
-            f"shape {r.index} ({r.spec}): {self.cfg.ranking_metric}={r.keys.get(self.cfg.ranking_metric)}"
-            for r in results
-        )
-        return eval_result(
-            start, True, shlex.join(results[-1].command), keys, stdout=summary, exit_code=0, t0=t0
-        )
-
-    def _run_seed(self, run: str) -> int:
-        """The ranked run's prompts are the payload's seed; an earlier benchmark run of the same
-        job gets other prompts, so a fork cannot replay answers it memoised there."""
-        seed = self.p.seed or 0
-        return seed if run == runs_for_mode(self.p.mode)[-1] else seed + 1
-
-    def _record_bench(self, run: str, results: list[bench.ShapeResult]) -> None:
-        self.details.setdefault("benchmarks", {})[run] = [
-            {"spec": r.spec, "keys": r.keys, "lists": r.lists, "duration_s": round(r.duration_s, 3)}
-            for r in results
-        ]
 
     def _finish(self, passed: bool) -> FullResult:
         with self._phase("collect"):
