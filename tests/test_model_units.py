@@ -1,9 +1,9 @@
 """Model path pieces that run anywhere: perplexity math and validity rules, bench result parsing
-and scoring, the server lifecycle with real processes, and the launcher's payload building."""
+and scoring, the server lifecycle with real processes, the shadow overlay (the launcher's
+payload building: test_model_task.py)."""
 
 from __future__ import annotations
 
-import base64
 import hashlib
 import math
 import os
@@ -14,13 +14,13 @@ from pathlib import Path
 
 import pytest
 
-from contract.payload import BenchmarkShape, ModelPayload
-from launcher.errors import TaskError, UsageError
+from contract.payload import BenchmarkShape
 from launcher.model_task import build_model_payload
 from runner.model import bench, perplexity
 from runner.model.server import Server, ServerSpec, resolve_model
 from runner.model.util import StageError
 from tests.common import EXAMPLES
+from tests.model_support import fork_archive as _archive
 
 TASK = EXAMPLES / "vllm_tiny"
 
@@ -220,124 +220,6 @@ def test_resolve_model_prefers_the_models_dir(tmp_path: Path) -> None:
     (tmp_path / "tiny").mkdir()
     assert resolve_model("tiny", str(tmp_path)) == str(tmp_path / "tiny")
     assert resolve_model("org/other", str(tmp_path)) == "org/other"
-
-
-# ---- launcher: task.yml + archive → payload ---------------------------------------------------
-
-
-def _archive(tmp_path: Path, size: int = 0) -> Path:
-    import io
-    import tarfile
-
-    path = tmp_path / "fork.tar.gz"
-    with tarfile.open(path, "w:gz") as tf:
-        data = b"X = 1\n" + os.urandom(size)
-        ti = tarfile.TarInfo("vllm-fork/vllm/__init__.py")
-        ti.size = len(data)
-        tf.addfile(ti, io.BytesIO(data))
-    return path
-
-
-def test_small_archive_travels_inline_with_the_task_config(tmp_path: Path) -> None:
-    arc = _archive(tmp_path)
-    p = build_model_payload(TASK, arc, mode="benchmark")
-    assert isinstance(p, ModelPayload) and p.mode == "benchmark"
-    assert base64.b64decode(p.submission_archive or "") == arc.read_bytes()
-    assert p.model_cfg.model_name == "tiny-llama"
-    assert p.model_cfg.perplexity_corpus == (TASK / "heldout.txt").read_text()
-    assert p.model_cfg.benchmark_shapes[0].num_prompts >= 20
-    assert p.test_timeout == 300
-
-
-def test_local_path_and_user_url(tmp_path: Path) -> None:
-    import hashlib
-
-    arc = _archive(tmp_path)
-    digest = hashlib.sha256(arc.read_bytes()).hexdigest()
-    p = build_model_payload(TASK, arc, local_path=True)
-    assert p.archive_path == str(arc.resolve()) and p.archive_sha256 == digest
-    p = build_model_payload(TASK, arc, archive_url="https://example.org/fork.tar.gz")
-    assert (p.archive_url, p.archive_sha256, p.submission_archive) == (
-        "https://example.org/fork.tar.gz",
-        digest,
-        None,
-    )
-
-
-def test_big_archive_needs_a_url_or_a_store(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.delenv("KITEBENCH_ARCHIVE_BUCKET", raising=False)
-    arc = _archive(tmp_path, size=200 * 1024)  # random bytes: incompressible
-    with pytest.raises(UsageError, match="too big to travel inline"):
-        build_model_payload(TASK, arc)
-
-    class DirStore:  # a store that "uploads" by copying and returns where it is served
-        def __init__(self) -> None:
-            self.calls: list[tuple[Path, str]] = []
-
-        def upload(self, archive: Path, sha256: str) -> str:
-            self.calls.append((archive, sha256))
-            return f"https://store.example/{sha256}.tar.gz"
-
-    store = DirStore()
-    p = build_model_payload(TASK, arc, store=store)
-    assert store.calls and p.archive_url == f"https://store.example/{store.calls[0][1]}.tar.gz"
-    assert p.archive_sha256 == store.calls[0][1]
-
-
-def test_model_task_errors(tmp_path: Path) -> None:
-    arc = _archive(tmp_path)
-    with pytest.raises(UsageError, match="not found"):
-        build_model_payload(TASK, tmp_path / "nope.tar.gz")
-    with pytest.raises(UsageError, match="must be a"):
-        build_model_payload(TASK, TASK / "heldout.txt")
-    (tmp_path / "t").mkdir()
-    (tmp_path / "t" / "task.yml").write_text(
-        "lang: model\nmodel_config: {model_name: m, tensor_parallel: 0}\n"
-    )
-    with pytest.raises(TaskError, match="tensor_parallel"):
-        build_model_payload(tmp_path / "t", arc)
-    (tmp_path / "t" / "task.yml").write_text(
-        "lang: model\nheldout: gone.txt\nmodel_config: {model_name: m}\n"
-    )
-    with pytest.raises(TaskError, match="heldout file 'gone.txt' not found"):
-        build_model_payload(tmp_path / "t", arc)
-
-
-def test_s3_store_uploads_and_the_runner_downloads_the_presigned_url(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """A real S3-compatible server (moto's, over HTTP on 127.0.0.1) and boto3's presigning."""
-    moto_server = pytest.importorskip("moto.server")
-    boto3 = pytest.importorskip("boto3")
-    from launcher.model_task import S3Store
-    from runner.model import archive as arch
-
-    for k, v in {
-        "AWS_ACCESS_KEY_ID": "kitebench-test",
-        "AWS_SECRET_ACCESS_KEY": "kitebench-test",
-        "AWS_DEFAULT_REGION": "us-east-1",
-    }.items():
-        monkeypatch.setenv(k, v)
-    server = moto_server.ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    try:
-        host, port = server.get_host_and_port()
-        endpoint = f"http://{host}:{port}"
-        boto3.client("s3", endpoint_url=endpoint).create_bucket(Bucket="forks")
-        monkeypatch.setenv("KITEBENCH_ARCHIVE_BUCKET", "forks")
-        monkeypatch.setenv("KITEBENCH_ARCHIVE_ENDPOINT", endpoint)
-        arc = _archive(tmp_path, size=200 * 1024)
-        p = build_model_payload(TASK, arc)  # too big inline: the configured store takes it
-        assert p.submission_archive is None and p.archive_url and p.archive_url.startswith(endpoint)
-        assert "X-Amz-Signature=" in p.archive_url or "Signature=" in p.archive_url
-        got = arch.download(p.archive_url, tmp_path / "dl", p.archive_sha256 or "", arch.Limits())
-        assert got.read_bytes() == arc.read_bytes()
-        store = S3Store.from_env()
-        assert store is not None and store.bucket == "forks"
-    finally:
-        server.stop()
 
 
 # ---- install: the shadow overlay (a stand-in "installed" package; real vLLM in test_model_vllm) --
