@@ -166,12 +166,17 @@ def submit(
 def _record(opts: SubmitOptions, store_url: str | None) -> SubmitRecord | None:
     """The store record of this attempt; a store that cannot be opened costs a warning, not the
     run (the verdict matters more than its bookkeeping)."""
-    from launcher.campaign.record import SubmitRecord
-    from launcher.campaign.store import Store
     from launcher.errors import InfraError, UsageError
 
     if opts.submission is None and opts.archive is None:
         return None  # the payload build reports the usage error
+    try:
+        from launcher.campaign.record import SubmitRecord
+        from launcher.campaign.store import Store
+    except ImportError as e:  # an install without the store's libraries still runs jobs
+        click.echo(f"warning: not recorded in the results store: {e} "
+                   "(pip install kitebench's dependencies, or pass --no-store)", err=True)
+        return None
     try:
         store = Store.open(store_url)
     except (InfraError, UsageError) as e:

@@ -463,7 +463,8 @@ def run_case(world: World, mode: str, case: str) -> Outcome:
         iso = "docker" if mode == "local-docker" else "process"
         args = ["-m", "launcher", "submit", str(world.task), "--submission", str(sub),
                 "--mode", submit_mode, "--isolation", iso, "--output", str(result_path),
-                "--json", "--quiet", "--timeout", str(RUN_BUDGET_S)]
+                "--json", "--quiet", "--timeout", str(RUN_BUDGET_S),
+                "--no-store"]  # the subject is the isolation, not the bookkeeping
         cwd = home
         env["TMPDIR"] = str(run_tmp)
         if mode == "local-docker":
