@@ -10,6 +10,9 @@ import pytest
 
 from tests.common import REPO
 
+#: the real-vLLM tests' fixtures (module-scoped: set up only where a module uses them)
+pytest_plugins = ["tests.vllm_fixtures"]
+
 
 @pytest.fixture
 def runner_env(tmp_path: Path) -> dict[str, str]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import io
 import os
 import tarfile
@@ -17,3 +18,17 @@ def fork_archive(tmp_path: Path, size: int = 0) -> Path:
         ti.size = len(data)
         tf.addfile(ti, io.BytesIO(data))
     return path
+
+
+def tree_digest(root: Path) -> str:
+    """Checksum of every file of the installed package (bytecode caches excluded)."""
+    h = hashlib.sha256()
+    for dirpath, dirnames, filenames in os.walk(root):
+        dirnames[:] = sorted(d for d in dirnames if d != "__pycache__")
+        for name in sorted(filenames):
+            path = Path(dirpath, name)
+            h.update(str(path.relative_to(root)).encode() + b"\0")
+            with open(path, "rb") as f:
+                while chunk := f.read(1 << 20):
+                    h.update(chunk)
+    return h.hexdigest()
