@@ -22,7 +22,7 @@ if ! "$_kb_uv/bin/python" -c 'import pydantic, numpy, yaml, click' >/dev/null 2>
     python3 - "$_kb_uv" "$_kb_wheels" <<'PY'
 import sys
 sys.path.insert(0, ".")
-from tests.adversarial.support import build_user_venv
+from tests.adversarial.world import build_user_venv
 from pathlib import Path
 build_user_venv(Path(sys.argv[1]), Path(sys.argv[2]))
 PY

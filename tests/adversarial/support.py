@@ -8,7 +8,7 @@ Modes:
 ``local-docker``   ``kitebench submit --isolation docker``
 ``process-root``   ``kitebench submit --isolation process`` as root
 ``process-user``   ``kitebench submit --isolation process`` as an unprivileged uid, with a venv of
-                   the system python3 (:func:`build_user_venv`; the suite's interpreter may live
+                   the system python3 (:func:`tests.adversarial.world.build_user_venv`; the suite's interpreter may live
                    under a 0700 home no other uid can enter)
 
 Every run gets its own ``TMPDIR`` (``/tmp/kbadv-*``): where the launcher and the host job make
@@ -23,37 +23,40 @@ import json
 import os
 import re
 import shutil
-import signal
 import stat
 import subprocess
 import sys
 import tempfile
 import time
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from contract.result import FullResult
-from tests.common import EXAMPLES, REPO, missing_prereq
+from tests.adversarial.residue import (
+    force_remove,
+    kill_marked,
+    leftover_files,
+    marked_processes,
+    remove_leftovers,
+    tree_bytes,
+)
+from tests.adversarial.world import (
+    TASK,
+    World,
+    share_code,
+)
+from tests.common import REPO
 
 HERE = Path(__file__).resolve().parent
 ATTACKS_DIR = HERE / "attacks"
 AGENT_BIN = REPO / "tests" / "bin"
-TASK = EXAMPLES / "vectoradd_np"
 MODES = ("job", "local-docker", "process-root", "process-user")
 #: The uid of the "normal user" mode (no account needed: setpriv takes numbers).
 USER_UID = 10_077
-#: A secret seed the task copy carries: no attack may read it out of the payload.
-SECRET_SEED = 918_273_645
 #: The budget of one local run (a stopped runner must not hold the suite for the task's 120 s).
 RUN_BUDGET_S = 45
-CACHE = Path(os.environ.get("KITEBENCH_CACHE", "/var/cache/kitebench"))
-USER_VENV = CACHE / "user-venv"
-WHEELS = CACHE / "wheels"
-USER_VENV_PACKAGES = ("pydantic", "numpy", "PyYAML", "click")
 #: What the host may end up holding for one run, at most.
 MAX_RESULT_BYTES = 8 * 1024 * 1024
 MAX_ANNOTATION_BYTES = 256 * 1024
@@ -154,99 +157,6 @@ def submission_source(name: str, token: str) -> str:
 # ---------------------------------------------------------------------------------------------
 
 
-def make_task(dest: Path) -> Path:
-    """examples/vectoradd_np with a secret seed, one benchmark and short timeouts."""
-    shutil.copytree(TASK, dest, ignore=shutil.ignore_patterns("solutions", "__pycache__"))
-    cfg = yaml.safe_load((dest / "task.yml").read_text())
-    cfg.update(seed=SECRET_SEED, test_timeout=30, benchmark_timeout=30, ranked_timeout=30)
-    cfg["benchmarks"] = cfg["benchmarks"][:1]
-    (dest / "task.yml").write_text(yaml.safe_dump(cfg, sort_keys=False))
-    return dest
-
-
-def build_user_venv(venv: Path, wheels: Path) -> Path:
-    """A venv of the system python3 that any uid can run, with what ``kitebench submit
-    --isolation process`` imports, installed from the wheelhouse only (no index)."""
-    system = Path("/usr/bin/python3")
-    if not system.exists():
-        raise RuntimeError("no /usr/bin/python3 to build a venv from")
-    if venv.exists():
-        shutil.rmtree(venv)
-    subprocess.run([str(system), "-m", "venv", str(venv)], check=True, capture_output=True)
-    proc = subprocess.run(
-        [str(venv / "bin" / "python"), "-m", "pip", "install", "--quiet", "--no-index",
-         "--disable-pip-version-check", "--find-links", str(wheels), *USER_VENV_PACKAGES],
-        capture_output=True, text=True, check=False,
-    )
-    if proc.returncode != 0:
-        shutil.rmtree(venv, ignore_errors=True)
-        raise RuntimeError(f"pip install into {venv} failed: {proc.stderr.strip()[-400:]}")
-    for root, dirs, files in os.walk(venv):  # readable and runnable by every uid
-        for d in dirs:
-            os.chmod(os.path.join(root, d), 0o755)
-        for f in files:
-            p = os.path.join(root, f)
-            if not os.path.islink(p):
-                os.chmod(p, os.stat(p).st_mode | 0o444 | (0o111 if os.access(p, os.X_OK) else 0))
-    os.chmod(venv, 0o755)
-    return venv
-
-
-def user_venv_python() -> Path:
-    """The unprivileged user's interpreter: the cached venv, built on first use when the wheels
-    are there; a missing prerequisite otherwise (.ci/setup.d/60-user-venv.sh provides it)."""
-    py = USER_VENV / "bin" / "python"
-    probe = [str(py), "-c", "import pydantic, numpy, yaml, click"]
-    if py.exists() and subprocess.run(probe, capture_output=True, check=False).returncode == 0:
-        return py
-    try:
-        build_user_venv(USER_VENV, WHEELS)
-    except (OSError, RuntimeError, subprocess.CalledProcessError) as e:
-        missing_prereq(f"no Python an unprivileged user can run ({e}); run "
-                       ".ci/setup.d/60-user-venv.sh")
-    return py
-
-
-@dataclass
-class World:
-    """What the session's runs share: the task copy, the code tree the user can read, images."""
-
-    root: Path  # world-readable (0755): the normal user reads the task and the code here
-    task: Path
-    code: Path | None = None  # runner/ + launcher/ for the normal user
-    user_python: Path | None = None
-    image: str | None = None
-    extra_env: dict[str, str] = field(default_factory=dict)
-
-
-def new_world() -> World:
-    # Not under /tmp: a namespaced submission gets a private /tmp, and the code it imports
-    # (runner.harness) must stay visible to it.
-    base = CACHE / "adversarial"
-    base.mkdir(parents=True, exist_ok=True)
-    for d in (CACHE, base):
-        os.chmod(d, os.stat(d).st_mode | 0o755)
-    root = Path(tempfile.mkdtemp(prefix="kbadv-world-", dir=base))
-    os.chmod(root, 0o755)
-    task = make_task(root / "task")
-    return World(root=root, task=task)
-
-
-def share_code(world: World) -> Path:
-    """runner/ and launcher/ copied where any uid can read them (the checkout may not be)."""
-    if world.code is None:
-        code = world.root / "code"
-        for pkg in ("runner", "launcher"):
-            shutil.copytree(REPO / pkg, code / pkg,
-                            ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
-        for dirpath, _dirs, files in os.walk(world.root):
-            os.chmod(dirpath, 0o755)
-            for f in files:
-                os.chmod(os.path.join(dirpath, f), 0o644)
-        world.code = code
-    return world.code
-
-
 # ---------------------------------------------------------------------------------------------
 # one run
 # ---------------------------------------------------------------------------------------------
@@ -287,97 +197,6 @@ def _parse(path: Path) -> tuple[str | None, FullResult | None, str]:
         return text, FullResult.model_validate_json(text), ""
     except ValueError as e:
         return text, None, f"{path.name} is not valid: {str(e)[:300]}"
-
-
-def marked_processes(token: str) -> list[str]:
-    """Processes (any thread) named after the token or carrying it on their command line."""
-    mark = ("kbadv" + token)[:15].encode()
-    found = []
-    for pid in os.listdir("/proc"):
-        if not pid.isdigit():
-            continue
-        try:
-            with open(f"/proc/{pid}/cmdline", "rb") as f:
-                if token.encode() in f.read():
-                    found.append(pid)
-                    continue
-            for tid in os.listdir(f"/proc/{pid}/task"):
-                with open(f"/proc/{pid}/task/{tid}/comm", "rb") as f:
-                    if f.read().strip() == mark:
-                        found.append(pid)
-                        break
-        except OSError:
-            continue
-    return found
-
-
-def kill_marked(token: str) -> None:
-    """Clean up after a defence that failed: the attack's processes must not live on."""
-    for _ in range(50):
-        pids = marked_processes(token)
-        if not pids:
-            return
-        for pid in pids:
-            with contextlib.suppress(OSError):
-                os.kill(int(pid), signal.SIGCONT)
-                os.kill(int(pid), signal.SIGKILL)
-        time.sleep(0.05)
-
-
-def _target_globs(attack: Attack | None, token: str, home: str, purelibs: list[str]) -> list[str]:
-    # everywhere any attack may drop a file, plus what this one aimed at in particular
-    generic = ["/tmp/*{token}*", "/dev/shm/*{token}*", "/etc/*{token}*", "/etc/*/*{token}*",
-               "/root/*{token}*", "/root/.*/*{token}*", "{home}/*{token}*", "{home}/.*/*{token}*",
-               "{home}/.local/lib/*/site-packages/*{token}*", "{purelib}/*{token}*"]
-    pats = generic + list(attack.targets if attack else ())
-    out = []
-    for p in pats:
-        for purelib in purelibs:
-            out.append(p.format(token=token, home=home, purelib=purelib))
-    return sorted(set(out))
-
-
-def leftover_files(attack: Attack | None, token: str, home: str, purelibs: list[str]) -> list[str]:
-    import glob
-
-    found: list[str] = []
-    for pat in _target_globs(attack, token, home, purelibs):
-        found += glob.glob(pat)
-    return sorted(set(found))
-
-
-def force_remove(path: Path) -> None:
-    """rm -rf that gets through a tree an attack locked (0000 dirs), never following a link.
-    The suite's own cleanup: it must not rely on the code under test."""
-    if not os.path.lexists(path):
-        return
-    if path.is_symlink() or not path.is_dir():
-        with contextlib.suppress(OSError):
-            path.unlink()
-        return
-    for dirpath, dirs, _files in os.walk(path, topdown=True, followlinks=False):
-        for d in dirs:
-            full = os.path.join(dirpath, d)
-            if not os.path.islink(full):
-                with contextlib.suppress(OSError):
-                    os.chmod(full, 0o700)
-    with contextlib.suppress(OSError):
-        os.chmod(path, 0o700)
-    shutil.rmtree(path, ignore_errors=True)
-
-
-def remove_leftovers(paths: list[str]) -> None:
-    for p in paths:
-        force_remove(Path(p))
-
-
-def tree_bytes(root: Path) -> int:
-    total = 0
-    for dirpath, _dirs, files in os.walk(root):
-        for f in files:
-            with contextlib.suppress(OSError):
-                total += os.lstat(os.path.join(dirpath, f)).st_blocks * 512
-    return total
 
 
 def _base_env() -> dict[str, str]:

@@ -27,13 +27,11 @@ from tests.adversarial.support import (
     HONEST,
     MODES,
     Outcome,
-    World,
     ensure_image,
-    new_world,
     problems,
     run_case,
-    user_venv_python,
 )
+from tests.adversarial.world import World, new_world, user_venv_python
 from tests.common import missing_prereq
 
 CASES = [*ATTACKS, *HONEST]
