@@ -60,7 +60,7 @@ def main() -> int:
     bare = ["docker", "run", "--rm", "--network", "none", "--entrypoint", "true", args.image]
     runner = ["docker", "run", "--rm", "--network", "none",
               "-e", "SUBMISSION_PAYLOAD", args.image]
-    job = [sys.executable, "-m", "launcher", "job", "--no-publish"]
+    job = [sys.executable, "-m", "kitebench", "job", "--no-publish"]
 
     _time(bare)  # warm the page cache and the engine
     times: dict[str, list[float]] = {"bare": [], "runner": [], "job": []}

@@ -367,7 +367,7 @@ def test_registry_user_file_overrides_and_extends(tmp_path: Path,
 
 def _cli(args: list[str], env: dict[str, str], monkeypatch: pytest.MonkeyPatch,
          capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
-    from launcher.cli import main
+    from kitebench import main
 
     for k, v in env.items():
         monkeypatch.setenv(k, v)

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
+from kitebench import main
 from launcher.campaign.matrix import load_matrix, parse_matrix
 from launcher.campaign.plan import plan
-from launcher.cli import main
 from launcher.errors import UsageError
 
 REPO = Path(__file__).resolve().parent.parent

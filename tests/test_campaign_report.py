@@ -10,8 +10,8 @@ import shutil
 import subprocess
 from pathlib import Path
 
+from kitebench import main
 from launcher.campaign.store import Store
-from launcher.cli import main
 from tests.common import missing_prereq
 from tests.store_support import attempt_row
 

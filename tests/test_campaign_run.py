@@ -14,9 +14,9 @@ from pathlib import Path
 
 import pytest
 
+from kitebench import main
 from launcher.campaign.outcome import TERMINAL
 from launcher.campaign.store import Store
-from launcher.cli import main
 from tests import store_support
 from tests.taskdirs import write_py_task
 
@@ -27,7 +27,7 @@ store_url = store_support.store_url  # the fixture
 
 def _cli(args: list[str], store: str, **kw: object) -> subprocess.Popen[str]:
     env = {**os.environ, "KITEBENCH_STORE": store, "PYTHONPATH": str(REPO)}
-    return subprocess.Popen([sys.executable, "-m", "launcher", *args], cwd=REPO, env=env,
+    return subprocess.Popen([sys.executable, "-m", "kitebench", *args], cwd=REPO, env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **kw)
 
 

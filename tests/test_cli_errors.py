@@ -18,7 +18,7 @@ GOOD = TASK / "solutions" / "correct" / "submission.py"
 
 def kb(*args: str, env: dict[str, str] | None = None, cwd: Path | None = None):
     base = {"PATH": "/usr/bin:/bin", "HOME": "/tmp", "PYTHONPATH": str(REPO)}
-    return subprocess.run([sys.executable, "-m", "launcher", *args], capture_output=True,
+    return subprocess.run([sys.executable, "-m", "kitebench", *args], capture_output=True,
                           text=True, env={**base, **(env or {})}, cwd=cwd or REPO, timeout=300)
 
 
@@ -93,7 +93,7 @@ def test_vendor_check_summary_counts_the_failures() -> None:
 
 def test_pipeline_render_of_an_empty_registry_is_exit_2(monkeypatch, capsys) -> None:
     import launcher.gpus
-    from launcher.cli import main
+    from kitebench import main
 
     monkeypatch.setattr(launcher.gpus, "load_registry", lambda path=None: launcher.gpus.GpuRegistry(gpus={}))
     assert main(["pipeline", "render"]) == 2

@@ -234,7 +234,7 @@ def test_schemas_are_generated_from_the_models_and_accept_real_documents():
 
 def test_schema_command_prints_json_schema():
     for which in ("payload", "result"):
-        out = subprocess.run([sys.executable, "-m", "launcher", "schema", which],
+        out = subprocess.run([sys.executable, "-m", "kitebench", "schema", which],
                              capture_output=True, text=True, check=True).stdout
         doc = json.loads(out)
         assert doc["$schema"].startswith("https://json-schema.org/")

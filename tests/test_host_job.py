@@ -74,7 +74,7 @@ class Job:
         self.env.update(settings)
 
     def cmd(self, *args: str) -> list[str]:
-        return [sys.executable, "-m", "launcher", "job", *args]
+        return [sys.executable, "-m", "kitebench", "job", *args]
 
     def run(self, payload: str, *args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
         env = dict(self.env, SUBMISSION_PAYLOAD=payload)

@@ -91,7 +91,7 @@ def test_gpu_checks_skip_without_an_nvidia_runtime(image: str, client: Any) -> N
 
 
 def _cli(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "launcher", "image", "validate", *args], cwd=REPO,
+    return subprocess.run([sys.executable, "-m", "kitebench", "image", "validate", *args], cwd=REPO,
                           capture_output=True, text=True, timeout=600, check=False)
 
 

@@ -110,7 +110,7 @@ def _cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedP
     base["PYTHONPATH"] = str(REPO)
     base.update(env or {})
     return subprocess.run(
-        [sys.executable, "-m", "launcher", "submit", *args],
+        [sys.executable, "-m", "kitebench", "submit", *args],
         cwd=REPO,
         env=base,
         capture_output=True,

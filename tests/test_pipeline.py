@@ -27,7 +27,7 @@ def _check(path: Path) -> subprocess.CompletedProcess[str]:
 
 
 def _kitebench(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "launcher", *args], cwd=REPO, capture_output=True,
+    return subprocess.run([sys.executable, "-m", "kitebench", *args], cwd=REPO, capture_output=True,
                           text=True, timeout=120, check=False)
 
 

@@ -12,9 +12,9 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
+from kitebench import cli, main
 from launcher.campaign.queries import compare_runs, leaderboard
 from launcher.campaign.store import Store, default_url, mask
-from launcher.cli import cli, main
 from tests import store_support
 from tests.store_support import attempt_row
 

@@ -20,7 +20,7 @@ from tests.taskdirs import write_cu_task, write_py_task
 def kb(*args: str, stdin: str | None = None, env: dict[str, str] | None = None):
     full_env = {k: v for k, v in os.environ.items() if k != "SUBMISSION_PAYLOAD"}
     full_env.update(env or {})
-    return subprocess.run([sys.executable, "-m", "launcher", *args], input=stdin,
+    return subprocess.run([sys.executable, "-m", "kitebench", *args], input=stdin,
                           capture_output=True, text=True, env=full_env, timeout=60)
 
 

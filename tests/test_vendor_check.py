@@ -21,7 +21,7 @@ from host.provision.host import Host, SubprocessRunner
 from host.provision.plan import GpuInfo, KitSettings, plan_gpus
 from host.provision.render import write_files
 from host.provision.templates import render_files
-from launcher.cli import main
+from kitebench import main
 
 TOKEN = "bk-secret-token-value-4711"
 STANDIN = textwrap.dedent(

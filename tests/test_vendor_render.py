@@ -20,7 +20,7 @@ from host.provision.plan import (
     parse_gpu_list,
     plan_gpus,
 )
-from launcher.cli import main
+from kitebench import main
 from launcher.errors import UsageError
 from tests.common import missing_prereq
 

@@ -253,7 +253,7 @@ def free_port() -> int:
 
 def test_cli_wait_with_webhook_port(monkeypatch: pytest.MonkeyPatch,
                                     capsys: pytest.CaptureFixture[str]) -> None:
-    from launcher.cli import main
+    from kitebench import main
 
     port = free_port()
     with StandIn(time_scale=SCALE) as bk:
@@ -279,7 +279,7 @@ def test_cli_wait_with_webhook_port(monkeypatch: pytest.MonkeyPatch,
 
 def test_cli_webhook_serve_needs_a_token_or_secret(monkeypatch: pytest.MonkeyPatch,
                                                    capsys: pytest.CaptureFixture[str]) -> None:
-    from launcher.cli import main
+    from kitebench import main
 
     monkeypatch.delenv("KITEBENCH_WEBHOOK_TOKEN", raising=False)
     monkeypatch.delenv("KITEBENCH_WEBHOOK_SECRET", raising=False)
@@ -290,7 +290,7 @@ def test_cli_webhook_serve_needs_a_token_or_secret(monkeypatch: pytest.MonkeyPat
 
 def test_cli_webhook_serve_prints_verified_events(monkeypatch: pytest.MonkeyPatch,
                                                   capsys: pytest.CaptureFixture[str]) -> None:
-    from launcher.cli import webhook as webhook_cli
+    from kitebench import webhook as webhook_cli
 
     monkeypatch.setenv("KITEBENCH_WEBHOOK_TOKEN", TOKEN)
     monkeypatch.delenv("KITEBENCH_WEBHOOK_SECRET", raising=False)

@@ -275,12 +275,12 @@ def run_case(world: World, mode: str, case: str) -> Outcome:
             KITEBENCH_AGENT_ARTIFACTS=str(tmp / "artifacts"),
             SUBMISSION_PAYLOAD=codec.encode(build_payload(world.task, sub, mode=submit_mode)),
         )
-        cmd = [sys.executable, "-m", "launcher", "job"]
+        cmd = [sys.executable, "-m", "kitebench", "job"]
         cwd = job_dir
         annotation_path = state / "annotations.json"
     else:
         iso = "docker" if mode == "local-docker" else "process"
-        args = ["-m", "launcher", "submit", str(world.task), "--submission", str(sub),
+        args = ["-m", "kitebench", "submit", str(world.task), "--submission", str(sub),
                 "--mode", submit_mode, "--isolation", iso, "--output", str(result_path),
                 "--json", "--quiet", "--timeout", str(RUN_BUDGET_S),
                 "--no-store"]  # the subject is the isolation, not the bookkeeping

@@ -105,7 +105,7 @@ def share_code(world: World) -> Path:
     """The kit's packages copied where any uid can read them (the checkout may not be)."""
     if world.code is None:
         code = world.root / "code"
-        for pkg in ("contract", "runner", "host", "launcher"):
+        for pkg in ("contract", "runner", "host", "launcher", "kitebench"):
             shutil.copytree(REPO / pkg, code / pkg,
                             ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
         for dirpath, _dirs, files in os.walk(world.root):

@@ -117,7 +117,7 @@ def kitebench_targets() -> list[int]:
     found = []
     for pid in ancestors():
         line = cmdline(pid)
-        if _is_runner(line) or ("launcher" in line and "bwrap" not in line.split(" ", 1)[0]):
+        if _is_runner(line) or ("-m kitebench" in line and "bwrap" not in line.split(" ", 1)[0]):
             found.append(pid)
     if _is_runner(cmdline(1)) and 1 not in found:
         found.append(1)

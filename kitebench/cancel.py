@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from launcher.cli.wait import buildkite_options, make_launcher
+from kitebench.wait import buildkite_options, make_launcher
 
 
 @click.command("cancel")

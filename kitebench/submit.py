@@ -12,8 +12,8 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from contract.payload import MODES
-from launcher.cli.status_line import StatusLine
-from launcher.cli.wait import webhook_options
+from kitebench.status_line import StatusLine
+from kitebench.wait import webhook_options
 
 if TYPE_CHECKING:
     from launcher.base import SubmitOptions

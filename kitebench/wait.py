@@ -9,7 +9,7 @@ from typing import Any
 
 import click
 
-from launcher.cli.status_line import StatusLine
+from kitebench.status_line import StatusLine
 from launcher.webhook import DEFAULT_HOST
 
 F = Callable[..., Any]

@@ -20,21 +20,21 @@ from launcher.errors import KitebenchError
 
 #: command name → "module:attribute". Add a command by adding its module and one line here.
 COMMANDS: dict[str, str] = {
-    "schema": "launcher.cli.schema:schema",
-    "payload": "launcher.cli.payload:payload",
-    "submit": "launcher.cli.submit:submit",
-    "job": "launcher.cli.job:job",
-    "pipeline": "launcher.cli.pipeline:pipeline",
-    "image": "launcher.cli.image:image",
-    "vendor": "launcher.cli.vendor:vendor",
-    "gpus": "launcher.cli.gpus:gpus",
-    "wait": "launcher.cli.wait:wait",
-    "status": "launcher.cli.status:status",
-    "cancel": "launcher.cli.cancel:cancel",
-    "matrix": "launcher.cli.matrix:matrix",
-    "runs": "launcher.cli.runs:runs",
-    "leaderboard": "launcher.cli.leaderboard:leaderboard",
-    "webhook": "launcher.cli.webhook:webhook",
+    "schema": "kitebench.schema:schema",
+    "payload": "kitebench.payload:payload",
+    "submit": "kitebench.submit:submit",
+    "job": "kitebench.job:job",
+    "pipeline": "kitebench.pipeline:pipeline",
+    "image": "kitebench.image:image",
+    "vendor": "kitebench.vendor:vendor",
+    "gpus": "kitebench.gpus:gpus",
+    "wait": "kitebench.wait:wait",
+    "status": "kitebench.status:status",
+    "cancel": "kitebench.cancel:cancel",
+    "matrix": "kitebench.matrix:matrix",
+    "runs": "kitebench.runs:runs",
+    "leaderboard": "kitebench.leaderboard:leaderboard",
+    "webhook": "kitebench.webhook:webhook",
 }
 
 

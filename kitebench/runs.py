@@ -7,8 +7,8 @@ import json
 
 import click
 
+from kitebench.matrix import _STORE
 from launcher.campaign.outcome import STATUSES
-from launcher.cli.matrix import _STORE
 
 
 @click.group(invoke_without_command=True)

@@ -7,7 +7,7 @@ import json
 
 import click
 
-from launcher.cli.wait import buildkite_options, make_launcher
+from kitebench.wait import buildkite_options, make_launcher
 
 
 @click.command("status")

@@ -6,7 +6,7 @@ import json
 
 import click
 
-from launcher.cli.matrix import _STORE
+from kitebench.matrix import _STORE
 
 
 @click.command()

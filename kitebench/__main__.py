@@ -1,0 +1,3 @@
+from kitebench import main
+
+raise SystemExit(main())
