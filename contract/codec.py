@@ -16,7 +16,7 @@ from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
-from contract.payload import LANGS, MODES, dump_payload, payload_adapter
+from contract.payload import LANGS, MODES, AnyPayload, dump_payload, payload_adapter
 
 #: Largest encoded payload that may travel inline in one environment variable. Linux limits one
 #: env string to 128 KiB (MAX_ARG_STRLEN); this leaves room for the name and other variables.
@@ -47,7 +47,8 @@ _STEP = 1024 * 1024
 _LEVEL_SMALL = 1
 _LEVEL_FIT = 6
 
-Payload = Any  # PyPayload | CuPayload | ModelPayload (see contract.payload.Payload)
+#: What the codec hands out and takes (one of the contract's payload models).
+Payload = AnyPayload
 
 
 class PayloadError(ValueError):

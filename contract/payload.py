@@ -339,7 +339,10 @@ class ModelPayload(_CommonPayload):
         return self
 
 
-Payload = Annotated[PyPayload | CuPayload | ModelPayload, Field(discriminator="lang")]
+#: Any payload, as a type (what a launcher or the runner is handed once it is validated).
+AnyPayload = PyPayload | CuPayload | ModelPayload
+#: The same union for pydantic: discriminated by ``lang``.
+Payload = Annotated[AnyPayload, Field(discriminator="lang")]
 KernelPayload = PyPayload | CuPayload
 payload_adapter: TypeAdapter[PyPayload | CuPayload | ModelPayload] = TypeAdapter(Payload)
 

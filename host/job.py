@@ -22,7 +22,7 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from contract import codec
 from contract.result import FullResult, KitebenchInfo, RunnerExit
@@ -31,6 +31,9 @@ from host import engine
 from host.cgroup import PidsWatch
 from host.container import LABEL_SLOT, RUNNER_CAPS, container_kwargs
 from host.settings import HostSettings
+
+if TYPE_CHECKING:
+    from contract.payload import AnyPayload
 
 #: Seconds between checks of the cancel flag while waiting for the container.
 POLL_S = 1.0
@@ -127,7 +130,7 @@ def docker_client(timeout: int = API_TIMEOUT_S) -> Any:
 
 def _run(
     client: Any,
-    payload: Any,
+    payload: AnyPayload,
     image: str,
     settings: HostSettings,
     host_env: Mapping[str, str],

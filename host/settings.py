@@ -33,11 +33,14 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from contract.budget import phases_s
+
+if TYPE_CHECKING:
+    from contract.payload import AnyPayload
 
 DEFAULT_IMAGE = "kitebench-runner:latest"
 DEFAULT_PIDS_LIMIT = 4096
@@ -149,7 +152,7 @@ class HostSettings(BaseModel):
     def image_for(self, lang: str) -> str:
         return (self.model_image or self.image) if lang == "model" else self.image
 
-    def timeout_for(self, payload: Any) -> float:
+    def timeout_for(self, payload: AnyPayload) -> float:
         """Hard limit for the container: the payload's own timeouts plus setup margin."""
         if self.job_timeout_s is not None:
             return self.job_timeout_s

@@ -14,10 +14,13 @@ import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from contract.result import FullResult
 from launcher.errors import UsageError
+
+if TYPE_CHECKING:
+    from contract.payload import AnyPayload
 
 
 @dataclass(frozen=True)
@@ -57,7 +60,7 @@ class SubmitOptions:
 class Launcher(Protocol):
     name: str
 
-    def run(self, payload: Any, *, on_status: StatusCallback | None = None,
+    def run(self, payload: AnyPayload, *, on_status: StatusCallback | None = None,
             timeout_s: float | None = None) -> FullResult:
         """Run one payload to a result. Infrastructure failures raise
         :class:`launcher.errors.InfraError`; everything about the submission is in the result."""

@@ -27,7 +27,7 @@ import os
 import uuid
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from contract import codec
 from contract.budget import phases_s
@@ -47,6 +47,9 @@ from launcher.events import BuildEvents
 from launcher.follow import DEFAULT_WAIT_S, Follower, Item
 from launcher.webhook import DEFAULT_HOST, WebhookAuth, WebhookServer, WebhookSettings
 
+if TYPE_CHECKING:
+    from contract.payload import AnyPayload
+
 log = logging.getLogger("kitebench.buildkite")
 
 #: Added to the payload's run timeouts: queueing for an agent, image pull, setup, upload.
@@ -57,7 +60,7 @@ SAFETY_INTERVAL_S = 120.0
 WEBHOOK_GRACE_S = 30.0
 
 
-def budget_for(payload: Any) -> float:
+def budget_for(payload: AnyPayload) -> float:
     """Seconds to wait for a payload's build: every phase limit (contract.budget), then the host's
     default set-up margin and the queue margin on top."""
     return phases_s(payload) + DEFAULT_MARGIN_S + QUEUE_MARGIN_S
@@ -175,7 +178,7 @@ class BuildkiteLauncher:
 
     # -- public API ------------------------------------------------------------------------------
 
-    def run(self, payload: Any, *, on_status: StatusCallback | None = None,
+    def run(self, payload: AnyPayload | dict[str, Any], *, on_status: StatusCallback | None = None,
             timeout_s: float | None = None) -> FullResult:
         """One payload to a result. Creation failures raise (InfraError / UsageError); everything
         after the build exists comes back as a result."""
@@ -186,7 +189,7 @@ class BuildkiteLauncher:
         assert item.result is not None
         return item.result
 
-    def submit_many(self, payloads: Sequence[Any], *, on_status: StatusCallback | None = None,
+    def submit_many(self, payloads: Sequence[AnyPayload | dict[str, Any]], *, on_status: StatusCallback | None = None,
                     timeout_s: float | None = None,
                     ids: Sequence[str] | None = None) -> list[FullResult]:
         """Many payloads at once, followed together with batched list requests. Results come back
@@ -250,7 +253,7 @@ class BuildkiteLauncher:
                                         max_pages=1, priority=True)
         return int(found[0]["number"]) if found else None
 
-    def _prepare(self, payload: Any, index: int, timeout_s: float | None,
+    def _prepare(self, payload: AnyPayload | dict[str, Any], index: int, timeout_s: float | None,
                  kitebench_id: str | None = None) -> Item:
         try:
             model = codec.validate(payload) if isinstance(payload, dict) else payload

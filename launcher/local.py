@@ -29,7 +29,7 @@ import threading
 import time
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from contract import codec
 from contract.budget import phases_s
@@ -39,6 +39,9 @@ from launcher.base import StatusCallback, StatusEvent, SubmitOptions
 from launcher.errors import UsageError
 from runner import procs, sandbox
 from runner.kernels.process import hide_from_same_user
+
+if TYPE_CHECKING:
+    from contract.payload import AnyPayload
 
 ISOLATION_MODES = ("auto", "docker", "process")
 #: Time the runner gets after SIGTERM to write its partial result before it is killed.
@@ -71,7 +74,7 @@ def _docker_backend() -> Any | None:
     return local_docker
 
 
-def _budget(payload: Any, timeout_s: float | None) -> float:
+def _budget(payload: AnyPayload, timeout_s: float | None) -> float:
     if timeout_s is not None:
         return float(timeout_s)
     return phases_s(payload) + BUDGET_SLACK_S
@@ -92,7 +95,7 @@ class LocalLauncher:
     def from_options(cls, opts: SubmitOptions) -> LocalLauncher:
         return cls(isolation=str(opts.extra.get("isolation") or "auto"))
 
-    def resolve_isolation(self, payload: Any = None) -> tuple[str, str]:
+    def resolve_isolation(self, payload: AnyPayload | None = None) -> tuple[str, str]:
         """The mode that will be used (docker or process) and why."""
         if self.isolation == "process":
             return "process", "asked for"
@@ -116,7 +119,7 @@ class LocalLauncher:
 
     def run(
         self,
-        payload: Any,
+        payload: AnyPayload,
         *,
         on_status: StatusCallback | None = None,
         timeout_s: float | None = None,
@@ -149,7 +152,7 @@ class LocalLauncher:
 
     def _run_process(
         self,
-        payload: Any,
+        payload: AnyPayload,
         tmp: Path,
         out_dir: Path,
         emit: Any,

@@ -12,12 +12,15 @@ import os
 import time
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 from contract.result import FullResult
 from host.settings import DEFAULT_IMAGE
 from launcher.base import StatusCallback, StatusEvent
 from launcher.errors import InfraError, UsageError
+
+if TYPE_CHECKING:
+    from contract.payload import AnyPayload
 
 
 def docker_available(timeout_s: float = 5) -> bool:
@@ -31,7 +34,7 @@ def docker_available(timeout_s: float = 5) -> bool:
         return False
 
 
-def image_for(payload: Any, env: Mapping[str, str] | None = None) -> str | None:
+def image_for(payload: AnyPayload, env: Mapping[str, str] | None = None) -> str | None:
     """The image a local docker run of ``payload`` would use; None when there is none for it
     (a model payload needs an image with vLLM: KITEBENCH_MODEL_IMAGE)."""
     env = os.environ if env is None else env
@@ -55,7 +58,7 @@ def image_present(image: str, timeout_s: float = 10) -> bool:
 
 
 def run_payload_in_docker(
-    payload: Any,
+    payload: AnyPayload,
     *,
     output_dir: Path,
     on_status: StatusCallback | None = None,

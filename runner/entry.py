@@ -33,6 +33,7 @@ from runner import system
 from runner.context import Interrupted, RunContext
 
 if TYPE_CHECKING:
+    from contract.payload import AnyPayload
     from contract.result import FullResult, RunnerExit
 
 #: Bytes read from stdin at most with KITEBENCH_INPUT=stdin (the key line + an encoded payload).
@@ -45,7 +46,7 @@ def _raise_interrupted(signum: int, _frame: Any) -> None:
     raise Interrupted(signum)
 
 
-def execute(payload: Any, ctx: RunContext) -> FullResult:
+def execute(payload: AnyPayload, ctx: RunContext) -> FullResult:
     """Run a validated payload; each lang's executor lives in its own module."""
     if payload.lang == "model":
         from runner.model import run_model
