@@ -7,6 +7,7 @@ checkout) first on ``sys.path`` before they run.
 
 from __future__ import annotations
 
+import argparse
 import random
 from collections.abc import Callable
 from typing import Any
@@ -32,3 +33,11 @@ def planner_for(seed: int) -> Callable[[dict[str, Any]], Any]:
         return BuildPlan(queue_s=q, run_s=r, agent=f"gpu-host-{i % 8}-{i % 4}")
 
     return planner
+
+
+def add_workload_args(ap: argparse.ArgumentParser) -> None:
+    """The options both benchmarks take: how many builds, how fast, which seed."""
+    ap.add_argument("--builds", type=int, default=100)
+    ap.add_argument("--scale", type=float, default=20.0,
+                    help="simulated seconds per real second (default 20)")
+    ap.add_argument("--seed", type=int, default=7)

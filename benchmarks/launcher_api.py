@@ -33,7 +33,7 @@ from requests.adapters import HTTPAdapter
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from bk_workload import payload, planner_for  # noqa: E402  (this script's own folder)
+from bk_workload import add_workload_args, payload, planner_for  # noqa: E402  (this script's own folder)
 
 from contract import codec  # noqa: E402
 from launcher.buildkite import BuildkiteLauncher  # noqa: E402
@@ -122,10 +122,7 @@ def measure(name: str, fn: Callable[[StandIn, int], dict[str, Any]], n: int, sca
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--builds", type=int, default=100)
-    ap.add_argument("--scale", type=float, default=20.0,
-                    help="simulated seconds per real second (default 20)")
-    ap.add_argument("--seed", type=int, default=7)
+    add_workload_args(ap)
     args = ap.parse_args()
     logging.getLogger("urllib3").setLevel(logging.ERROR)
 

@@ -120,11 +120,10 @@ def baseline(ref: str, n: int, scale: float, seed: int) -> dict[str, Any]:
 
 
 def main() -> int:
+    from bk_workload import add_workload_args  # this script's own folder
+
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--builds", type=int, default=100)
-    ap.add_argument("--scale", type=float, default=20.0,
-                    help="simulated seconds per real second (default 20)")
-    ap.add_argument("--seed", type=int, default=7)
+    add_workload_args(ap)
     ap.add_argument("--ref", default="main", help="git ref of the baseline (default main)")
     ap.add_argument("--scenario", choices=["polling", "webhooks"], help=argparse.SUPPRESS)
     ap.add_argument("--code", help=argparse.SUPPRESS)
