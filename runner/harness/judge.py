@@ -6,8 +6,9 @@ worker process (:mod:`runner.harness.worker`) started under the sandbox. One cal
 
 1. with the worker paused (SIGSTOP, every thread stopped), the judge writes the inputs from its
    private copy into a shared memory region;
-2. resume the worker, read the judge's clock, send ``call``;
-3. the worker's reply arrives: read the clock again;
+2. read the judge's clock, queue ``call``, resume the worker (SIGCONT: it wakes with the
+   request already there, and nothing of it ran before the clock started);
+3. the worker's reply arrives: read the clock again (the reply is parsed later);
 4. pause the worker, copy the output out of the region, and check that copy.
 
 So nothing of the submission runs while the judge writes inputs or reads the output, a kernel
@@ -209,8 +210,8 @@ class JudgeClock:
 
 def calibrate(remote: RemoteKernel, data: Any, template: Any, calls: int) -> float:
     """Median ns of ``calls`` echo round trips (inputs and an output of the real sizes, no
-    kernel); run before the submission is imported, so it cannot slow them down to inflate
-    what is subtracted."""
+    kernel), each through the steps of a timed call (:meth:`JudgeClock.time`); run before the
+    submission is imported, so it cannot slow them down to inflate what is subtracted."""
     samples = []
     for _ in range(calls):
         remote.prepare(data, template, op="echo")
