@@ -167,7 +167,10 @@ class WorkerProcess:
         except (ChannelClosed, OSError) as e:
             raise WorkerGone(f"the worker did not start: {e}") from None
         self.pid = self._outer_pid()
-        self.threads = Threads(self.pid)
+        try:
+            self.threads = Threads(self.pid)
+        except OSError as e:
+            raise WorkerGone(f"the worker exited as it started: {e}") from None
         #: The sandbox's processes before the submission was imported (bubblewrap's helpers).
         self.known = self.processes()
         self.frozen = False
