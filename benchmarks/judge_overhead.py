@@ -10,12 +10,18 @@ this machine's runner would choose):
 - ``judged``: raw − overhead, the number the judge reports per call (median);
 - ``wall/call``: everything the judge does per call (pause, inputs, output copy), mean µs.
 
-First line: the machine's floor for any two-process design, a 1-byte ping-pong between two
-forked processes over a socket pair (median), measured in the same minute: on a shared machine
-it moves with the load, and the judge's own cost is what its raw column adds to it.
+- ``- floor``: judged raw minus the pause floor (below): what the judge's own code adds.
 
-Run: ``python benchmarks/judge_overhead.py [calls]``. Figures are printed, not asserted; on a
-loaded machine the medians are what to read.
+Two floors, measured in the same run (before and after the table: on a shared machine they move
+with the load): a 1-byte ping-pong between two forked processes over a socket pair (any
+two-process design), and the *pause floor*: the same round trip to a Python process with NumPy
+imported (the worker's threads) that is paused between calls and resumed by the call, as the
+judge does it (SIGSTOP, every thread seen stopped; then send, SIGCONT, blocking receive): no
+judge that pauses its worker can do a call for less on this machine.
+
+Run: ``python benchmarks/judge_overhead.py [calls] [--pin same|split]`` (``--pin``: judge and
+worker on one CPU, or on two different ones; default: where the scheduler puts them). Figures
+are printed, not asserted; on a loaded machine the medians are what to read.
 """
 
 from __future__ import annotations
@@ -72,6 +78,61 @@ def judged(remote: RemoteKernel, data, calls: int) -> tuple[float, float]:  # ty
     return statistics.median(raw), wall
 
 
+ECHO_CHILD = """
+import os, socket, numpy
+s = socket.socket(fileno=int(os.environ["FLOOR_FD"]))
+buf = memoryview(bytearray(1 << 16))
+while n := s.recv_into(buf):
+    s.send(buf[:n])
+"""
+
+
+def pause_floor(calls: int, pin: str | None) -> float:
+    """Median ns of a round trip to a paused Python process, resumed by the call as the judge
+    resumes its worker (the request queued first, then SIGCONT, then a blocking receive)."""
+    import signal
+    import socket
+    import subprocess
+
+    from runner.harness.workerproc import Threads
+
+    a, b = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    proc = subprocess.Popen([sys.executable, "-c", ECHO_CHILD], pass_fds=(b.fileno(),),
+                            env={**os.environ, "FLOOR_FD": str(b.fileno())})
+    b.close()
+    a.send(b"x")
+    a.recv(16)  # started, NumPy imported
+    _pin(proc.pid, pin)
+    threads = Threads(proc.pid)
+    samples = []
+    for _ in range(calls):
+        os.kill(proc.pid, signal.SIGSTOP)
+        while not threads.all_stopped():
+            time.sleep(0)
+        t0 = time.perf_counter_ns()
+        a.send(b"x")
+        os.kill(proc.pid, signal.SIGCONT)
+        a.recv(16)
+        samples.append(time.perf_counter_ns() - t0)
+    threads.close()
+    a.close()
+    proc.wait()
+    return statistics.median(samples)
+
+
+def _pin(pid: int, pin: str | None) -> None:
+    """Judge (this process) on the first allowed CPU, every thread of ``pid`` on the same one
+    (``same``) or on another (``split``)."""
+    if pin is None:
+        return
+    cpus = sorted(os.sched_getaffinity(0))
+    mine = cpus[0]
+    theirs = mine if pin == "same" or len(cpus) == 1 else cpus[1]
+    os.sched_setaffinity(0, {mine})
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        os.sched_setaffinity(int(tid), {theirs})
+
+
 def ping_pong_floor(calls: int) -> float:
     """Median ns of a 1-byte round trip between two forked processes (no Python around it)."""
     import socket
@@ -98,7 +159,14 @@ def ping_pong_floor(calls: int) -> float:
 def main() -> None:
     import numpy as np
 
-    calls = int(sys.argv[1]) if len(sys.argv) > 1 else 500
+    args = sys.argv[1:]
+    pin = None
+    if "--pin" in args:
+        i = args.index("--pin")
+        pin = args[i + 1]
+        del args[i : i + 2]
+    calls = int(args[0]) if args else 500
+    floors = [(ping_pong_floor(calls), pause_floor(calls, pin))]
     sizes = [0, 4096, 65536, 262144]
     with tempfile.TemporaryDirectory() as d:
         Path(d, "submission.py").write_text(textwrap.dedent(SUBMISSION))
@@ -116,6 +184,9 @@ def main() -> None:
                 datas[n] = (rng.standard_normal(n, dtype=np.float32),
                             rng.standard_normal(n, dtype=np.float32))
             fn = getattr(submission, entry)
+            # every thread of the worker, NumPy's included: they exist once it decoded inputs
+            calibrate(remote, datas[0], fn(datas[0]), 1)
+            _pin(worker.pid, pin)
             overheads = {n: calibrate(remote, datas[n], fn(datas[n]), calls) for n in sizes}
             worker.request({"op": "import", "module": "submission", "entry": entry})
             worker.freeze()
@@ -124,12 +195,17 @@ def main() -> None:
                 raw, wall = judged(remote, datas[n], calls)
                 rows.append((entry, n, inproc, raw, overheads[n], raw - overheads[n], wall))
             worker.stop()
-    print(f"two-process ping-pong floor here and now: {ping_pong_floor(calls) / 1e3:.1f} µs")
+    floors.append((ping_pong_floor(calls), pause_floor(calls, pin)))
+    pong = [f[0] for f in floors]
+    pause = statistics.median([f[1] for f in floors])
+    print(f"two-process ping-pong floor: {min(pong) / 1e3:.1f}-{max(pong) / 1e3:.1f} µs; pause "
+          f"floor (resume a paused NumPy process, round trip): "
+          f"{floors[0][1] / 1e3:.1f} µs before, {floors[1][1] / 1e3:.1f} µs after the table")
     print(f"{'kernel':<14}{'size':>8}{'in-process':>12}{'judged raw':>12}{'overhead':>10}"
-          f"{'judged':>10}{'wall/call':>11}")
+          f"{'judged':>10}{'- floor':>10}{'wall/call':>11}")
     for entry, n, inproc, raw, over, net, wall in rows:
         print(f"{entry:<14}{n:>8}{inproc / 1e3:>10.1f}µs{raw / 1e3:>10.1f}µs{over / 1e3:>8.1f}µs"
-              f"{net / 1e3:>8.1f}µs{wall / 1e3:>9.1f}µs")
+              f"{net / 1e3:>8.1f}µs{(raw - pause) / 1e3:>8.1f}µs{wall / 1e3:>9.1f}µs")
 
 
 if __name__ == "__main__":

@@ -182,3 +182,85 @@ def test_profile_mode_through_the_judge(runner_env) -> None:
     assert ev.profile is not None and ev.profile.trace
     # the worker profiled the submission's own function
     assert "custom_kernel" in base64.b64decode(ev.profile.trace).decode()
+
+
+_THREADED = """
+import ctypes, sys, threading, time
+def spin():
+    while True:
+        pass
+for _ in range(int(sys.argv[1])):
+    threading.Thread(target=spin, daemon=True).start()
+print("up", flush=True)
+if sys.argv[2] == "leader-exits":  # the main thread leaves, the others keep running
+    ctypes.CDLL(None).pthread_exit(None)
+while True:
+    time.sleep(0.001)
+"""
+
+
+def _wait_for(pred: Any, timeout: float = 10.0) -> bool:
+    import time
+
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if pred():
+            return True
+        time.sleep(0.001)
+    return False
+
+
+@pytest.mark.parametrize("how", ["normal", "leader-exits"])
+def test_pause_check_sees_every_thread(how) -> None:
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from runner.harness.workerproc import Threads
+
+    proc = subprocess.Popen([sys.executable, "-c", _THREADED, "3", how], stdout=subprocess.PIPE)
+    try:
+        assert proc.stdout is not None and proc.stdout.readline() == b"up\n"
+        time.sleep(0.05)  # the leader has left (or sleeps); the spinning threads run
+        threads = Threads(proc.pid)
+        for _ in range(20):  # however often it looks, a running thread is seen
+            assert not threads.all_stopped()
+        os.kill(proc.pid, signal.SIGSTOP)
+        assert _wait_for(threads.all_stopped)
+        assert len(threads.others) == 3  # it learnt every thread besides the leader
+        os.kill(proc.pid, signal.SIGCONT)
+        assert _wait_for(lambda: not threads.all_stopped())
+        threads.close()
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+def test_channel_refuses_an_oversized_message_and_passes_descriptors() -> None:
+    import os
+    import socket
+
+    from runner.harness.channel import MAX_MESSAGE, Channel
+
+    mine, theirs = Channel.pair()
+    other = Channel(theirs)
+    with pytest.raises(ValueError):
+        mine.send_bytes(b"x" * (MAX_MESSAGE + 1))
+    theirs.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 2 * MAX_MESSAGE + 4096)
+    theirs.send(b"x" * (MAX_MESSAGE + 1))  # a hostile peer skips the sender's check
+    with pytest.raises(ValueError):
+        mine.recv_bytes()
+    r, w = os.pipe()
+    other.send_bytes(b"fd", [r])
+    data, fds = mine.recv_bytes(want_fds=1)
+    assert data == b"fd" and len(fds) == 1
+    os.write(w, b"!")
+    assert os.read(fds[0], 1) == b"!"  # the same pipe, through the channel
+    for fd in (r, w, *fds):
+        os.close(fd)
+    other.send_bytes(b"again")
+    assert mine.recv_bytes() == (b"again", [])
+    mine.close()
+    other.close()

@@ -3,7 +3,9 @@ message per packet, so no framing to get wrong), descriptors passed with ``SCM_R
 
 from __future__ import annotations
 
+import array
 import json
+import os
 import socket
 from typing import Any
 
@@ -34,7 +36,10 @@ def load(data: bytes) -> dict[str, Any]:
 class Channel:
     def __init__(self, sock: socket.socket) -> None:
         self.sock = sock
-        self._peek = bytearray(1)
+        # One buffer for every message, allocated once: a MAX_MESSAGE-sized buffer per call
+        # costs an allocation of megabytes, and peeking at the length first a second syscall.
+        self._buf = bytearray(MAX_MESSAGE + 1)
+        self._view = memoryview(self._buf)
 
     @classmethod
     def pair(cls) -> tuple[Channel, socket.socket]:
@@ -51,26 +56,31 @@ class Channel:
         if fds:
             socket.send_fds(self.sock, [data], fds)
         else:
-            self.sock.sendall(data)
+            self.sock.send(data)  # one packet: a seqpacket send is all or nothing
 
     def recv(self, *, want_fds: int = 0) -> tuple[dict[str, Any], list[int]]:
         data, fds = self.recv_bytes(want_fds=want_fds)
         return load(data), fds
 
     def recv_bytes(self, *, want_fds: int = 0) -> tuple[bytes, list[int]]:
-        # Peek at the packet's real length first: a MAX_MESSAGE-sized buffer per call costs an
-        # allocation of megabytes, most of a round trip's time.
-        size = self.sock.recv_into(self._peek, 1, socket.MSG_PEEK | socket.MSG_TRUNC)
-        size = max(min(size, MAX_MESSAGE + 1), 1)
+        """One message (one ``recvmsg``): a packet longer than the buffer is cut and reported
+        as over the limit; descriptors beyond ``want_fds`` are closed by the kernel."""
+        fds: list[int] = []
         if want_fds:
-            data, fds, flags, _ = socket.recv_fds(self.sock, size, want_fds)
+            n, anc, flags, _ = self.sock.recvmsg_into([self._view],
+                                                      socket.CMSG_SPACE(want_fds * 4))
+            for level, kind, cdata in anc:
+                if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
+                    fds += array.array("i", cdata[: len(cdata) - len(cdata) % 4])
         else:
-            data, fds, flags = self.sock.recv(size), [], 0
-        if not data:
-            raise ChannelClosed("the other side closed the channel")
-        if len(data) > MAX_MESSAGE or flags & socket.MSG_TRUNC:
+            n, flags = self.sock.recv_into(self._view), 0
+        if n > MAX_MESSAGE or flags & socket.MSG_TRUNC:
+            for fd in fds:
+                os.close(fd)
             raise ValueError("message over the size limit")
-        return data, list(fds)
+        if not n:
+            raise ChannelClosed("the other side closed the channel")
+        return bytes(self._view[:n]), fds
 
     def close(self) -> None:
         self.sock.close()

@@ -6,8 +6,9 @@ worker process (:mod:`runner.harness.worker`) started under the sandbox. One cal
 
 1. with the worker paused (SIGSTOP, every thread stopped), the judge writes the inputs from its
    private copy into a shared memory region;
-2. resume the worker, read the judge's clock, send ``call``;
-3. the worker's reply arrives: read the clock again;
+2. read the judge's clock, queue ``call``, resume the worker (SIGCONT: it wakes with the
+   request already there, and nothing of it ran before the clock started);
+3. the worker's reply arrives: read the clock again (the reply is parsed later);
 4. pause the worker, copy the output out of the region, and check that copy.
 
 So nothing of the submission runs while the judge writes inputs or reads the output, a kernel
@@ -29,7 +30,7 @@ from collections.abc import Callable, Sequence
 from typing import Any, NoReturn
 
 from runner.harness import wire
-from runner.harness.channel import dump, load
+from runner.harness.channel import MAX_MESSAGE, dump, load
 from runner.harness.compare import clone
 from runner.harness.modes import (
     CheckFailed,
@@ -76,13 +77,13 @@ class RemoteKernel:
     def __init__(self, worker: WorkerProcess) -> None:
         self.w = worker
         self.region: Region | None = None
-        self.in_meta: Any = None
         self.out_off = 0
         self.cap = 0
         self.reply: dict[str, Any] = {}
         self.calls = 0
         self._last_msg: dict[str, Any] | None = None
         self._last_raw = b""
+        self._raw_reply = b""
         self._last_reply_raw = b""
 
     def _ensure(self, need_in: int, need_out: int) -> Region:
@@ -100,42 +101,47 @@ class RemoteKernel:
         self.cap = self.region.size - self.out_off
         return self.region
 
-    def prepare(self, data: Any, template: Any = None) -> None:
-        """Write ``data`` (and, for calibration, an output ``template``) with the worker paused."""
+    def prepare(self, data: Any, template: Any = None, op: str = "call") -> None:
+        """Write ``data`` (and, for the ``echo`` calibration, an output ``template``) with the
+        worker paused, and the request for :meth:`invoke` (the same bytes as the last call's
+        when the layout did not change)."""
         if wire.has_cuda(data):
             raise CheckFailed("CUDA inputs cannot be judged through host shared memory yet")
         need_in = wire.nbytes(data) + wire.nbytes(template)
         region = self._ensure(need_in, 4 * wire.nbytes(template))
         if not self.w.frozen:
             self.w.freeze()
-        self.in_meta, used = wire.encode(data, region.buf, 0, need_in)
-        self.tmpl_meta = None
+        in_meta, used = wire.encode(data, region.buf, 0, need_in)
+        msg = {"op": op, "in": in_meta, "out": self.out_off, "cap": self.cap}
         if template is not None:
-            self.tmpl_meta, _ = wire.encode(template, region.buf, used, need_in - used)
-
-    def invoke(self, op: str = "call") -> None:
-        """The timed part: as little as possible between the clock reads (a message unchanged
-        since the last call is sent as the same bytes, a reply the same as the last is not
-        parsed again)."""
-        msg = {"op": op, "in": self.in_meta, "out": self.out_off, "cap": self.cap}
-        if op == "echo":
-            msg["tmpl"] = self.tmpl_meta
+            msg["tmpl"], _ = wire.encode(template, region.buf, used, need_in - used)
         if msg != self._last_msg:
-            self._last_msg, self._last_raw = msg, dump(msg)
-        self.w.send_bytes(self._last_raw)
-        raw = self.w.recv_bytes()
+            raw = dump(msg)
+            if len(raw) > MAX_MESSAGE:
+                raise wire.WireError("the value has too many parts to describe in one message")
+            self._last_msg, self._last_raw = msg, raw
+
+    def invoke(self) -> None:
+        """The timed part, nothing but the round trip (:meth:`WorkerProcess.call`): the reply
+        is parsed after the clock has stopped."""
+        self._raw_reply = self.w.call(self._last_raw)
+
+    def _reply(self) -> dict[str, Any]:
+        """The last reply, parsed (once per distinct reply: most calls repeat the last)."""
+        raw = self._raw_reply
         if raw != self._last_reply_raw:
             try:
                 self.reply = load(raw)
             except ValueError as e:  # not the worker's code talking any more
                 self.w._gone(f"it sent a malformed reply ({e})")
             self._last_reply_raw = raw
+        return self.reply
 
     def collect(self) -> Any:
         """Pause the worker, then decode a private copy of its output."""
         self.w.freeze()
         self.calls += 1
-        reply = self.reply
+        reply = self._reply()
         if not reply.get("ok"):
             raise RemoteError(str(reply.get("error") or "the kernel failed"))
         assert self.region is not None
@@ -150,12 +156,13 @@ class RemoteKernel:
         return self.collect()
 
     def profile(self, _kernel: Callable[[Any], Any], data: Any) -> str:
-        self.prepare(data)
-        self.invoke("profile")
+        self.prepare(data, op="profile")
+        self.invoke()
         self.w.freeze()
-        if not self.reply.get("ok"):
-            raise RemoteError(str(self.reply.get("error")))
-        return str(self.reply.get("report", ""))
+        reply = self._reply()
+        if not reply.get("ok"):
+            raise RemoteError(str(reply.get("error")))
+        return str(reply.get("report", ""))
 
 
 class JudgeClock:
@@ -203,16 +210,17 @@ class JudgeClock:
 
 def calibrate(remote: RemoteKernel, data: Any, template: Any, calls: int) -> float:
     """Median ns of ``calls`` echo round trips (inputs and an output of the real sizes, no
-    kernel); run before the submission is imported, so it cannot slow them down to inflate
-    what is subtracted."""
+    kernel), each through the steps of a timed call (:meth:`JudgeClock.time`); run before the
+    submission is imported, so it cannot slow them down to inflate what is subtracted."""
     samples = []
     for _ in range(calls):
-        remote.prepare(data, template)
+        remote.prepare(data, template, op="echo")
         t0 = time.perf_counter_ns()
-        remote.invoke("echo")
+        remote.invoke()
         t1 = time.perf_counter_ns()
-        remote.w.freeze()
-        if not remote.reply.get("ok"):
+        try:  # what a timed call does after its clock stops, too
+            remote.collect()
+        except (RemoteError, CheckFailed):
             return 0.0
         samples.append(float(t1 - t0))
     return statistics.median(samples) if samples else 0.0

@@ -37,11 +37,42 @@ class Worker:
         self._last_data: Any = None
         self._last_reply: dict[str, Any] | None = None
         self._last_reply_raw = b""
+        self._template: Any = None
+        # where the last output went (a numpy array of the region) and the reply that says so
+        self._out: Any = None
+        self._out_reply: dict[str, Any] = {}
+        self._copyto: Any = None
 
     def region(self) -> memoryview:
         if self.buf is None:
             raise RuntimeError("no shared memory region was mapped")
         return self.buf
+
+    def call(self, msg: dict[str, Any]) -> dict[str, Any]:
+        """A kernel call, or its ``echo`` (the output template the judge wrote stands in for
+        the kernel): the same steps either way, so the judge's calibration costs what a call
+        costs besides the kernel. A message like the last one reuses its input views."""
+        buf = self.region()
+        if self._last_call is not msg:
+            self._last_data = decode(msg["in"], buf, copy=False)
+            self._template = decode(msg["tmpl"], buf, copy=False) if "tmpl" in msg else None
+            self._last_call = msg
+            self._out = None
+        out = self._template if msg["op"] == "echo" else self.kernel(self._last_data)
+        last = self._out
+        if (last is not None and type(out) is type(last) and out.dtype == last.dtype
+                and out.shape == last.shape):
+            # the layout of the last output: its bytes straight into the same place, the
+            # same reply (encode's work without its walk over the value)
+            self._copyto(last, out, casting="no")
+            return self._out_reply
+        meta, _ = encode(out, buf, int(msg["out"]), int(msg["cap"]))
+        reply = {"ok": True, "out": meta}
+        np = sys.modules.get("numpy")
+        if np is not None and type(out) is np.ndarray and meta.get("t") == "numpy":
+            self._out = np.ndarray(out.shape, dtype=out.dtype, buffer=buf, offset=meta["off"])
+            self._copyto, self._out_reply = np.copyto, reply
+        return reply
 
     def handle(self, msg: dict[str, Any], fds: list[int]) -> dict[str, Any] | None:
         op = msg.get("op")
@@ -53,14 +84,6 @@ class Worker:
             self._maps.append(mm)
             self.buf = memoryview(mm)
             return {"ok": True}
-        if op == "echo":
-            if self.kernel is not None:
-                raise RuntimeError("echo after import")  # calibration is only honest before
-            buf = self.region()
-            decode(msg["in"], buf, copy=False)
-            value = decode(msg["tmpl"], buf, copy=False)
-            meta, _ = encode(value, buf, int(msg["out"]), int(msg["cap"]))
-            return {"ok": True, "out": meta}
         if op == "import":
             cwd = os.getcwd()
             if cwd not in sys.path:
@@ -68,14 +91,10 @@ class Worker:
             module = importlib.import_module(str(msg["module"]))
             self.kernel = getattr(module, str(msg["entry"]))
             return {"ok": True}
-        if op == "call":
-            buf = self.region()
-            if self._last_call is not msg:
-                self._last_data = decode(msg["in"], buf, copy=False)
-                self._last_call = msg
-            out = self.kernel(self._last_data)
-            meta, _ = encode(out, buf, int(msg["out"]), int(msg["cap"]))
-            return {"ok": True, "out": meta}
+        if op in ("call", "echo"):
+            if op == "echo" and self.kernel is not None:
+                raise RuntimeError("echo after import")  # calibration is only honest before
+            return self.call(msg)
         if op == "profile":
             from runner.harness.modes import _profile_report
 
@@ -104,7 +123,7 @@ class Worker:
                 reply = {"ok": False, "error": text[:2000]}
             if reply is None:
                 return 0
-            if reply != self._last_reply:
+            if reply is not self._last_reply and reply != self._last_reply:
                 self._last_reply, self._last_reply_raw = reply, dump(reply)
             self.ch.send_bytes(self._last_reply_raw)
 

@@ -48,6 +48,89 @@ def _cmdline(pid: int) -> bytes:
         return b""
 
 
+#: Thread states in which nothing of a thread runs (stopped, traced, zombie, dead).
+_STOPPED = frozenset((b"T", b"t", b"Z", b"X"))
+#: Threads whose stat files a :class:`Threads` keeps open; beyond, it opens them per check.
+MAX_WATCHED = 64
+
+
+def _stat_rest(fd: int) -> list[bytes] | None:
+    """The fields of a stat file after the command name (which may hold anything), or None
+    when the task is gone."""
+    try:
+        data = os.pread(fd, 4096, 0)
+    except OSError:
+        return None
+    return data[data.rfind(b")") + 2 :].split() or None
+
+
+class Threads:
+    """Whether every thread of a process is stopped, in few ``/proc`` reads: the stat files of
+    the threads it knows stay open (a ``pread`` each), and the process's thread count, read
+    after them, tells whether a thread it does not know exists. That count is enough because a
+    new thread is started by a running one and a stopped thread stays stopped until SIGCONT:
+    a single-threaded worker costs one read."""
+
+    def __init__(self, pid: int) -> None:
+        self.pid = pid
+        self.lead = os.open(f"/proc/{pid}/stat", os.O_RDONLY | os.O_CLOEXEC)
+        self.others: dict[str, int] = {}  #: tid → its open stat file (the leader's excluded)
+        self.unwatched: list[str] = []  #: beyond MAX_WATCHED: opened at each check
+
+    def all_stopped(self) -> bool:
+        for fd in self.others.values():
+            if not self._stopped(fd):
+                return False
+        for tid in self.unwatched:
+            try:
+                fd = os.open(f"/proc/{self.pid}/task/{tid}/stat", os.O_RDONLY | os.O_CLOEXEC)
+            except OSError:
+                fd = -1
+            try:
+                if not self._stopped(fd):
+                    return False
+            finally:
+                if fd >= 0:
+                    os.close(fd)
+        lead = _stat_rest(self.lead)
+        if lead is None:
+            return True  # the whole process is gone: nothing of it runs
+        if lead[0] not in _STOPPED:
+            return False
+        if len(lead) > 17 and int(lead[17]) == 1 + len(self.others) + len(self.unwatched):
+            return True
+        self._rescan()  # threads came or went: learn the new set, then look again
+        return False
+
+    def _stopped(self, fd: int) -> bool:
+        rest = _stat_rest(fd) if fd >= 0 else None
+        if rest is None:  # the thread exited: learn the new set, then look again
+            self._rescan()
+            return False
+        return rest[0] in _STOPPED
+
+    def _rescan(self) -> None:
+        try:
+            tids = set(os.listdir(f"/proc/{self.pid}/task")) - {str(self.pid)}
+        except OSError:
+            tids = set()
+        for tid in set(self.others) - tids:
+            os.close(self.others.pop(tid))
+        for tid in sorted(tids - set(self.others)):
+            if len(self.others) >= MAX_WATCHED:
+                break
+            with contextlib.suppress(OSError):  # it may have exited meanwhile
+                self.others[tid] = os.open(f"/proc/{self.pid}/task/{tid}/stat",
+                                           os.O_RDONLY | os.O_CLOEXEC)
+        self.unwatched = sorted(tids - set(self.others))
+
+    def close(self) -> None:
+        for fd in [self.lead, *self.others.values()]:
+            with contextlib.suppress(OSError):
+                os.close(fd)
+        self.others.clear()
+
+
 class Region:
     """A sealed memfd the judge creates, maps and passes to the worker: it cannot be grown or
     shrunk afterwards (a shrunk file would crash the judge on its next read)."""
@@ -84,6 +167,10 @@ class WorkerProcess:
         except (ChannelClosed, OSError) as e:
             raise WorkerGone(f"the worker did not start: {e}") from None
         self.pid = self._outer_pid()
+        try:
+            self.threads = Threads(self.pid)
+        except OSError as e:
+            raise WorkerGone(f"the worker exited as it started: {e}") from None
         #: The sandbox's processes before the submission was imported (bubblewrap's helpers).
         self.known = self.processes()
         self.frozen = False
@@ -118,7 +205,7 @@ class WorkerProcess:
         nothing of it runs while the judge reads the output and writes the next inputs."""
         os.kill(self.pid, signal.SIGSTOP)
         end = time.monotonic() + FREEZE_DEADLINE_S
-        while not all(s in (b"T", b"t", b"Z", b"X") for s in self._states()):
+        while not self.threads.all_stopped():
             if self.proc.poll() is not None or time.monotonic() > end:
                 self.dead = self.dead or "the worker could not be paused"
                 raise WorkerGone(self.dead)
@@ -126,34 +213,28 @@ class WorkerProcess:
         self.frozen = True
 
     def thaw(self) -> None:
-        """SIGCONT, then wait until no thread is still stopped: the wake-up of every thread is
-        then over before the judge starts its clock."""
+        """SIGCONT. The kernel makes every stopped thread runnable before ``kill`` returns;
+        a timed call does not wait for more (its clock runs from before this on, the echo
+        calibration's too)."""
         if self.frozen:
             os.kill(self.pid, signal.SIGCONT)
             self.frozen = False
-            end = time.monotonic() + FREEZE_DEADLINE_S
-            while self._any_stopped() and time.monotonic() < end:
-                time.sleep(0)
-
-    def _states(self) -> list[bytes]:
-        try:
-            tids = os.listdir(f"/proc/{self.pid}/task")
-        except OSError:
-            return []
-        states = []
-        for tid in tids:
-            try:
-                with open(f"/proc/{self.pid}/task/{tid}/stat", "rb") as f:
-                    data = f.read()
-            except OSError:
-                continue  # the thread exited
-            states.append(data[data.rfind(b")") + 2 :][:1])
-        return states
-
-    def _any_stopped(self) -> bool:
-        return any(s in (b"T", b"t") for s in self._states())
 
     # -- talking ---------------------------------------------------------------------------
+
+    def call(self, request: bytes) -> bytes:
+        """The timed round trip, as little as possible between the judge's clock reads: the
+        request is queued while the worker is still paused, SIGCONT wakes it with the request
+        already there (one wake-up, one ``send``), then one blocking ``recvmsg`` for the reply.
+        """
+        if self.dead:
+            raise WorkerGone(self.dead)
+        try:
+            self.ch.sock.send(request)
+            self.thaw()
+        except OSError as e:
+            self._gone(f"the channel broke: {e}")
+        return self.recv_bytes()
 
     def send(self, msg: dict[str, Any], fds: list[int] | None = None) -> None:
         self.send_bytes(dump(msg), fds)
@@ -161,9 +242,9 @@ class WorkerProcess:
     def send_bytes(self, data: bytes, fds: list[int] | None = None) -> None:
         if self.dead:
             raise WorkerGone(self.dead)
-        self.thaw()  # a paused worker would never answer
         try:
             self.ch.send_bytes(data, fds)
+            self.thaw()  # a paused worker would never answer
         except OSError as e:
             self._gone(f"the channel broke: {e}")
 
@@ -185,6 +266,8 @@ class WorkerProcess:
         return self.recv()
 
     def _gone(self, why: str) -> Any:
+        with contextlib.suppress(OSError):
+            self.thaw()  # no more calls: a worker paused on its way out may finish exiting
         try:
             code = self.proc.wait(timeout=2)
             self.dead = f"the worker process exited (code {code}) during the call: {why}"
@@ -199,6 +282,7 @@ class WorkerProcess:
             if not self.dead:
                 self.ch.send({"op": "exit"})
         self.ch.close()
+        self.threads.close()
         try:
             self.proc.wait(timeout=2)
         except subprocess.TimeoutExpired:
