@@ -12,6 +12,10 @@ EXTENSION_KEY = "kitebench"
 
 
 class Strict(BaseModel):
-    """Base for formats we own: unknown keys are errors, names can be set by alias or name."""
+    """Base for formats we own: unknown keys are errors, names can be set by alias or name.
 
-    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+    ``defer_build``: a model's validator is built the first time it is used, not at import
+    (building every model of the contract took most of ``python -m runner``'s import time, and
+    a kernel job never uses the model path's)."""
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True, defer_build=True)
