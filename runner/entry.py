@@ -65,10 +65,9 @@ def _read_stdin() -> tuple[str | None, bytes]:
 
 
 def _import_contract() -> None:
-    """Import the contract (pydantic) without asyncio, a fifth of the runner's import work and
-    unused:
-    on Python < 3.13 typing_extensions' ``deprecated`` imports ``asyncio.coroutines`` for each
-    function it marks (pydantic_core marks some at import), only to call its
+    """Import the contract (pydantic) without asyncio, unused and ~a tenth of the runner's import
+    work: on Python < 3.13 typing_extensions' ``deprecated`` imports ``asyncio.coroutines`` for
+    each function it marks (pydantic_core marks some at import), only to call its
     ``iscoroutinefunction``. Stand-ins for that module hold while the contract (which imports
     nothing else of asyncio) is imported and go right after: a later ``import asyncio`` gets the
     real one."""

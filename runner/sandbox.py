@@ -91,7 +91,7 @@ def _start_bwrap(bwrap: str, uid: int | None, gid: int | None) -> None:
     if uid is not None:
         kw = {"user": uid, "group": gid if gid is not None else uid, "extra_groups": []}
     try:
-        # an empty environment: started first thing, the runner's still holds the payload
+        # an empty environment: started first thing, the runner's still holds the key and payload
         _bwrap_running[key] = subprocess.Popen(
             [bwrap, "--ro-bind", "/", "/", "--proc", "/proc", "--dev", "/dev",
              "--unshare-all", "--die-with-parent", "--", "/bin/true"],
