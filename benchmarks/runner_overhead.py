@@ -46,8 +46,11 @@ sys.path.insert(0, str(REPO))
 from contract import codec  # noqa: E402
 
 EVAL = 'import os\nos.write(int(os.environ["POPCORN_FD"]), b"check: pass\\n")\n'
-#: What a kernel job imports (the runner's own modules; the executors pull in the rest).
-IMPORTS = "import runner.entry, contract.codec, contract.resultio, runner.kernels"
+#: What a kernel job imports (the runner's own modules; the executors pull in the rest), the way
+#: ``python -m runner`` imports them (the contract through ``_import_contract`` where the
+#: measured checkout has it).
+IMPORTS = ("import runner.entry as e; getattr(e, '_import_contract', lambda: None)(); "
+           "import contract.codec, contract.resultio, runner.kernels")
 GOAL_MS = 150.0
 
 
@@ -56,12 +59,13 @@ def _children_cpu() -> float:
     return ru.ru_utime + ru.ru_stime
 
 
-def _time(cmd: list[str], env: dict[str, str], stdin: bytes | None = None) -> tuple[float, float]:
+def _time(cmd: list[str], env: dict[str, str], stdin: bytes | None = None,
+          cwd: str | None = None) -> tuple[float, float]:
     """(wall, CPU) seconds of one run; CPU counts the whole tree the command waited for."""
     cpu0 = _children_cpu()
     t0 = time.perf_counter()
     subprocess.run(cmd, env=env, input=stdin, check=True, stdout=subprocess.DEVNULL,
-                   stderr=subprocess.DEVNULL)
+                   stderr=subprocess.DEVNULL, cwd=cwd)
     return time.perf_counter() - t0, _children_cpu() - cpu0
 
 
@@ -100,14 +104,16 @@ def main() -> None:
         if args.against:
             variants[f"runner of {args.against.name} (unsigned)"] = (
                 [py, "-m", "runner"], {**renv, "PYTHONPATH": str(args.against.resolve())}, None)
+        # cwd: the output dir, never a checkout: ``-c`` and ``-m`` put the cwd first on sys.path,
+        # where it would shadow PYTHONPATH (run from a checkout, --against measured that one)
         for cmd, venv, stdin in variants.values():  # warm the page and bytecode caches
-            _time(cmd, venv, stdin)
+            _time(cmd, venv, stdin, out)
         wall: dict[str, list[float]] = {name: [] for name in variants}
         cpu: dict[str, list[float]] = {name: [] for name in variants}
         child: list[float] = []
         for _ in range(args.repeat):
             for name, (cmd, venv, stdin) in variants.items():
-                w, c = _time(cmd, venv, stdin)
+                w, c = _time(cmd, venv, stdin, out)
                 wall[name].append(w)
                 cpu[name].append(c)
                 if name == "python -m runner (unsigned)":

@@ -181,7 +181,7 @@ class FullResult(BaseModel):
     whether the submission passed is in each run and in ``kitebench.passed``."""
 
     # Unknown top-level keys are ignored, as kernelbot does; inner objects are strict.
-    model_config = ConfigDict(extra="ignore", populate_by_name=True)
+    model_config = ConfigDict(extra="ignore", populate_by_name=True, defer_build=True)
 
     success: bool
     error: str = ""

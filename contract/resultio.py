@@ -52,27 +52,33 @@ def write_result(
     name: str = RESULT_NAME,
     *,
     key: str | None = None,
+    durable: bool = True,
 ) -> Path:
     """Write ``result`` as ``directory/name`` atomically (temp file in the same dir + rename), so a
     reader never sees half a file, even if the process is killed while writing; with ``key``,
-    its signature beside it (written after it: a kill in between leaves a mismatch, a failure)."""
+    its signature beside it (written after it: a kill in between leaves a mismatch, a failure).
+
+    ``durable=False`` skips the fsyncs, for a checkpoint the final write replaces: the rename
+    alone already holds against a killed process (the page cache outlives it); only a crash of
+    the whole machine could lose it, and that loses the job with it."""
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     data = (result.to_json() + "\n").encode("utf-8")
     target = directory / name
-    _write_atomic(directory, name, data)
+    _write_atomic(directory, name, data, durable)
     if key is not None:
-        _write_atomic(directory, name + SIG_SUFFIX, signature(key, data).encode("ascii"))
+        _write_atomic(directory, name + SIG_SUFFIX, signature(key, data).encode("ascii"), durable)
     return target
 
 
-def _write_atomic(directory: Path, name: str, data: bytes) -> None:
+def _write_atomic(directory: Path, name: str, data: bytes, durable: bool = True) -> None:
     fd, tmp = tempfile.mkstemp(prefix=f".{name}.", suffix=".tmp", dir=directory)
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()
-            os.fsync(f.fileno())
+            if durable:
+                os.fsync(f.fileno())
         os.chmod(tmp, 0o644)
         os.replace(tmp, directory / name)
     except BaseException:

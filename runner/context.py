@@ -49,4 +49,5 @@ class RunContext:
         marked.kitebench.stage = "interrupted"
         marked.kitebench.exit_code = int(RunnerExit.INTERRUPTED)
         marked.kitebench.interrupted = True
-        write_result(marked, self.output_dir, key=self.key)
+        # not fsynced: the final write replaces it (and is); see write_result
+        write_result(marked, self.output_dir, key=self.key, durable=False)

@@ -6,14 +6,37 @@ from __future__ import annotations
 
 import contextlib
 import os
+import select
 import signal
 import stat
+import subprocess
 import time
 from collections.abc import Callable
 from pathlib import Path
 
 #: How long a kill sweep keeps trying before it reports what survived.
 KILL_DEADLINE_S = 10.0
+
+
+def wait_exit(proc: subprocess.Popen[bytes], timeout_s: float) -> int:
+    """``proc.wait(timeout_s)`` without its polling (Popen sleeps up to 50 ms between checks, so
+    a short process was seen to exit late): a blocking wait on the process's pidfd. Returns the
+    exit code; raises ``subprocess.TimeoutExpired`` like ``wait``."""
+    try:
+        fd = os.pidfd_open(proc.pid)
+    except (AttributeError, OSError):  # no pidfd (an old kernel, not Linux): Popen's own wait
+        return proc.wait(timeout=timeout_s)
+    try:
+        poller = select.poll()
+        poller.register(fd, select.POLLIN)
+        end = time.monotonic() + timeout_s
+        # readable once the process has exited; a signal whose handler returns is retried
+        while (left := end - time.monotonic()) > 0 and not poller.poll(left * 1000):
+            pass
+    finally:
+        os.close(fd)
+    return proc.wait(timeout=0)  # reaps it, or TimeoutExpired when the time ran out
+
 
 def pids_of_uid(uid: int) -> list[int]:
     """Processes (thread groups) whose real or effective uid is ``uid``."""

@@ -73,31 +73,75 @@ def can_change_uid() -> bool:
 
 
 _bwrap_ok: dict[tuple[str, int | None], bool] = {}
+#: Probes started ahead (:func:`start_probe`) and not read yet.
+_bwrap_running: dict[tuple[str, int | None], subprocess.Popen[bytes]] = {}
+#: How long the probe may take to answer.
+_PROBE_TIMEOUT_S = 10.0
 
 
 def bwrap_path() -> str | None:
     return shutil.which("bwrap")
 
 
+def _start_bwrap(bwrap: str, uid: int | None, gid: int | None) -> None:
+    key = (bwrap, uid)
+    if key in _bwrap_ok or key in _bwrap_running:
+        return
+    kw: dict[str, Any] = {}
+    if uid is not None:
+        kw = {"user": uid, "group": gid if gid is not None else uid, "extra_groups": []}
+    try:
+        # an empty environment: started first thing, the runner's still holds the key and payload
+        _bwrap_running[key] = subprocess.Popen(
+            [bwrap, "--ro-bind", "/", "/", "--proc", "/proc", "--dev", "/dev",
+             "--unshare-all", "--die-with-parent", "--", "/bin/true"],
+            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            env={}, **kw,
+        )
+    except (OSError, subprocess.SubprocessError):
+        _bwrap_ok[key] = False
+
+
 def bwrap_works(bwrap: str, uid: int | None = None, gid: int | None = None) -> bool:
     """bubblewrap can make its namespaces here (as ``uid`` when given): kernels and container
-    runtimes may refuse unprivileged user namespaces. Probed once per uid."""
+    runtimes may refuse unprivileged user namespaces. Probed once per uid (the probe may have
+    been started ahead, by :func:`start_probe`)."""
     key = (bwrap, uid)
     if key not in _bwrap_ok:
-        kw: dict[str, Any] = {}
-        if uid is not None:
-            kw = {"user": uid, "group": gid if gid is not None else uid, "extra_groups": []}
-        try:
-            done = subprocess.run(
-                [bwrap, "--ro-bind", "/", "/", "--proc", "/proc", "--dev", "/dev",
-                 "--unshare-all", "--die-with-parent", "--", "/bin/true"],
-                stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                timeout=10, **kw,
-            )
-            _bwrap_ok[key] = done.returncode == 0
-        except (OSError, subprocess.SubprocessError, PermissionError):
-            _bwrap_ok[key] = False
+        _start_bwrap(bwrap, uid, gid)
+        proc = _bwrap_running.pop(key, None)
+        if proc is not None:
+            try:
+                _bwrap_ok[key] = procs.wait_exit(proc, _PROBE_TIMEOUT_S) == 0
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+                _bwrap_ok[key] = False
     return _bwrap_ok[key]
+
+
+def start_probe(env: Mapping[str, str]) -> None:
+    """Start now the bubblewrap probe that :func:`from_env` with ``env`` asks for first, so it
+    runs while the runner imports and decodes (``python -m runner`` calls this first thing)."""
+    uid, gid, path, _ = _settings(env)
+    if path is None:
+        return
+    if uid is not None and not reachable_by_others(_runtime_paths()):
+        if os.geteuid() == 0:
+            _start_bwrap(path, None, None)
+        return
+    _start_bwrap(path, uid, gid)
+
+
+def stop_probe() -> None:
+    """Kill the probes nothing has read (a job that ended before it chose its sandbox)."""
+    while _bwrap_running:
+        _, proc = _bwrap_running.popitem()
+        try:
+            proc.kill()
+            proc.wait()
+        except OSError:
+            pass
 
 
 @dataclass(frozen=True)
@@ -348,8 +392,8 @@ def _runtime_paths() -> list[str]:
     return [p for p in paths if p]
 
 
-def from_env(env: Mapping[str, str], *, hidden: Sequence[str] = ()) -> Sandbox:
-    """The strongest sandbox this process can make, as configured by ``env``."""
+def _settings(env: Mapping[str, str]) -> tuple[int | None, int | None, str | None, int]:
+    """(uid, gid, bubblewrap, tmpfs bytes) as configured by ``env`` and allowed here."""
     uid: int | None = None
     gid: int | None = None
     raw = (env.get(ENV_UID) or "").strip()
@@ -367,7 +411,12 @@ def from_env(env: Mapping[str, str], *, hidden: Sequence[str] = ()) -> Sandbox:
         tmpfs = int((env.get(ENV_TMPFS) or "").strip() or DEFAULT_TMPFS_BYTES)
     except ValueError:
         tmpfs = DEFAULT_TMPFS_BYTES
-    tmpfs = max(tmpfs, 1 << 20)
+    return uid, gid, path, max(tmpfs, 1 << 20)
+
+
+def from_env(env: Mapping[str, str], *, hidden: Sequence[str] = ()) -> Sandbox:
+    """The strongest sandbox this process can make, as configured by ``env``."""
+    uid, gid, path, tmpfs = _settings(env)
     if uid is not None and not reachable_by_others(_runtime_paths()):
         # the uid cannot run this interpreter where it lives: root starts bubblewrap, binds the
         # runtime in and the uid is taken inside; without bubblewrap there is no uid of its own

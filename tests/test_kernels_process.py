@@ -194,3 +194,21 @@ def test_run_process_in_process(tmp_path, marker) -> None:
 def test_unstartable_command_is_a_result(tmp_path) -> None:
     out = run_process([str(tmp_path / "missing")], cwd=tmp_path, env={}, timeout_s=5)
     assert out.exit_code == 127 and "cannot start" in out.start_error
+
+
+def test_wait_exit_returns_the_code_and_times_out_like_wait(marker) -> None:
+    import subprocess
+    import sys
+    import time
+
+    from runner.procs import wait_exit
+
+    quick = subprocess.Popen(["/bin/sh", "-c", "exit 3"])
+    assert wait_exit(quick, 30) == 3 and quick.returncode == 3
+    slow = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(300)", marker])
+    t0 = time.monotonic()
+    with pytest.raises(subprocess.TimeoutExpired):
+        wait_exit(slow, 0.3)
+    assert time.monotonic() - t0 >= 0.3 and slow.poll() is None  # still running, not reaped
+    slow.kill()
+    assert wait_exit(slow, 30) == -signal.SIGKILL

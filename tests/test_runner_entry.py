@@ -224,3 +224,48 @@ def test_a_bad_payload_does_not_leave_the_gpu_query_running(runner_env, tmp_path
     if pid.exists():  # the tool had started: it was killed with the runner's exit
         with pytest.raises(ProcessLookupError):
             os.kill(int(pid.read_text()), 0)
+
+
+def test_the_job_gets_the_environment_without_the_runners_own_pydantic_setting(runner_env):
+    """The runner turns pydantic's plugins off for itself only: the submission's environment is
+    the one the runner was given."""
+    code = ('import os\nok = "PYDANTIC_DISABLE_PLUGINS" not in os.environ\n'
+            'os.write(int(os.environ["POPCORN_FD"]), b"check: " + (b"pass" if ok else b"fail") + b"\\n")\n')
+    payload = codec.encode({"lang": "py", "main": "eval.py", "tests": [{"n": 1}],
+                            "sources": {"eval.py": code}})
+    env = {k: v for k, v in runner_env.items() if k != "PYDANTIC_DISABLE_PLUGINS"}
+    proc = _run(env, payload)
+    assert proc.returncode == RunnerExit.PASSED, proc.stderr
+
+
+def test_checkpoints_are_not_fsynced_and_the_final_result_is(tmp_path, monkeypatch):
+    from contract import resultio
+    from contract.result import FullResult
+    from runner.context import RunContext
+
+    synced: list[int] = []
+    real = os.fsync
+    monkeypatch.setattr(resultio.os, "fsync", lambda fd: (synced.append(fd), real(fd)))
+    ctx = RunContext(env={}, output_dir=tmp_path, key="ab" * 32)
+    ctx.checkpoint(FullResult(success=True), after="test")
+    assert synced == []  # the checkpoint: renamed into place, not synced
+    assert resultio.read_result(tmp_path / "result.json", key=ctx.key).kitebench.interrupted
+    resultio.write_result(FullResult(success=True), tmp_path, key=ctx.key)
+    assert len(synced) == 2  # the final result.json and its signature
+    assert not resultio.read_result(tmp_path / "result.json", key=ctx.key).kitebench.interrupted
+
+
+def test_the_contract_is_imported_without_asyncio_and_asyncio_still_works():
+    code = (
+        "import sys\nfrom runner.entry import _import_contract\n_import_contract()\n"
+        "assert 'pydantic_core' in sys.modules and 'contract.resultio' in sys.modules\n"
+        "print('asyncio' in sys.modules, 'asyncio.coroutines' in sys.modules)\n"
+        "import asyncio, typing_extensions\n"
+        "async def f():\n    return 7\n"
+        "print(asyncio.run(f()), asyncio.iscoroutinefunction(typing_extensions.deprecated('x')(f)))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    imported, works = out.stdout.split("\n")[:2]
+    assert works == "7 True"  # the real asyncio, and typing_extensions' marker still right
+    if sys.version_info < (3, 13):  # (3.13's typing_extensions no longer imports it)
+        assert imported == "False False"

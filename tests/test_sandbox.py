@@ -145,3 +145,37 @@ def test_namespace_sandbox_sees_no_runner_and_writes_only_its_work_dir(tmp_path:
     assert (work / "inside").read_text() == "ok"
     assert lines[4] == "full 28"  # ENOSPC
     assert not Path("/etc/kb-sandbox-probe").exists() and not Path(escape).exists()
+
+
+def test_the_probe_started_ahead_is_the_answer_from_env_reads(tmp_path: Path, monkeypatch) -> None:
+    """start_probe (first thing in ``python -m runner``) runs the probe from_env will ask for,
+    with an empty environment: the runner's still holds the payload then."""
+    bindir = tmp_path / "bin"
+    bindir.mkdir()
+    seen = tmp_path / "seen"
+    fake = bindir / "bwrap"
+    fake.write_text(f"#!/bin/sh\necho \"$@\" > {seen}.args\n/usr/bin/env > {seen}.env\nexit 0\n")
+    fake.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bindir}{os.pathsep}{os.environ.get('PATH', '')}")
+    monkeypatch.setenv("SUBMISSION_PAYLOAD", "secret-payload")
+    env = {sandbox.ENV_NAMESPACES: "1"}
+    sandbox.start_probe(env)
+    assert (str(fake), None) in sandbox._bwrap_running
+    sb = sandbox.from_env(env)
+    assert sb.bwrap == str(fake) and sb.namespaces  # the fake answered 0: namespaces work
+    assert sandbox._bwrap_running == {}
+    assert "--unshare-all" in Path(f"{seen}.args").read_text()
+    assert "secret-payload" not in Path(f"{seen}.env").read_text()
+
+
+def test_a_probe_nothing_read_is_killed(tmp_path: Path, monkeypatch) -> None:
+    bindir = tmp_path / "bin"
+    bindir.mkdir()
+    fake = bindir / "bwrap"
+    fake.write_text("#!/bin/sh\nexec /bin/sleep 60\n")
+    fake.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bindir}{os.pathsep}{os.environ.get('PATH', '')}")
+    sandbox.start_probe({})
+    proc = sandbox._bwrap_running[(str(fake), None)]
+    sandbox.stop_probe()
+    assert proc.returncode is not None and sandbox._bwrap_running == {}

@@ -16,7 +16,6 @@ import sys
 from pathlib import Path
 
 from contract.payload import CuPayload, PyPayload
-from runner.harness.judge import ENV_SANDBOX, ENV_WORKER_DIR, sandbox_to_env
 from runner.harness.stub import stub_options
 from runner.kernels.process import ProcessOutcome, run_process
 from runner.kernels.workdir import CASES_NAME, private_dir, write_files
@@ -45,6 +44,10 @@ def run_judged(
 ) -> ProcessOutcome:
     """One run of the built-in harness. ``wd`` (the submission's work dir, already holding the
     sources and the cases file) becomes the worker's; the judge gets a private copy."""
+    # here, not at the top: every kernel job imports this module (judge_options), and the judge's
+    # own modules are most of the runner's import time outside the contract
+    from runner.harness.judge import ENV_SANDBOX, ENV_WORKER_DIR, sandbox_to_env
+
     sandbox = sandbox or Sandbox(mode="none")
     with private_dir("kitebench-judge-", base=work_base) as jd:
         write_files(jd, payload.sources)

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
-import ctypes.util
+import functools
 import os
 import signal
 import subprocess
@@ -21,7 +21,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from runner.kernels.capture import DEFAULT_OUTPUT_CAP, HeadBuffer, PipeReader, TailBuffer
-from runner.procs import alive, kill_until_gone
+from runner.procs import alive, kill_until_gone, wait_exit
 from runner.sandbox import Sandbox
 
 #: Bytes of POPCORN_FD protocol output kept per run (the harness's lines, not the logs).
@@ -35,10 +35,22 @@ _subreaper: bool | None = None
 _prctl_lock = threading.Lock()
 
 
+@functools.cache
+def _libc() -> ctypes.CDLL:
+    """The C library, loaded once: the symbols this interpreter already has (``CDLL(None)``);
+    by name only where those lack prctl (``find_library`` runs ``ldconfig -p``, a process, and
+    ran on every call, twice per job)."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    if not hasattr(libc, "prctl"):
+        from ctypes.util import find_library
+
+        libc = ctypes.CDLL(find_library("c") or None, use_errno=True)
+    return libc
+
+
 def _prctl(option: int, value: int) -> bool:
     try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or None, use_errno=True)
-        return libc.prctl(option, value, 0, 0, 0) == 0
+        return _libc().prctl(option, value, 0, 0, 0) == 0
     except (OSError, AttributeError):  # not Linux / no prctl
         return False
 
@@ -239,7 +251,7 @@ def run_process(
         for r in readers:
             r.start()
         try:
-            proc.wait(timeout=timeout_s)
+            wait_exit(proc, timeout_s)
             duration = time.monotonic() - start
         except subprocess.TimeoutExpired:
             timed_out = True
