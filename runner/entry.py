@@ -65,36 +65,7 @@ def _read_stdin() -> tuple[str | None, bytes]:
     return (key.decode("ascii", "replace").strip() or None), rest
 
 
-def _import_contract() -> None:
-    """Import the contract (pydantic) without asyncio, unused and ~a tenth of the runner's import
-    work: on Python < 3.13 typing_extensions' ``deprecated`` imports ``asyncio.coroutines`` for
-    each function it marks (pydantic_core marks some at import), only to call its
-    ``iscoroutinefunction``. Stand-ins for that module hold while the contract (which imports
-    nothing else of asyncio) is imported and go right after: a later ``import asyncio`` gets the
-    real one."""
-    if "asyncio" in sys.modules or "pydantic_core" in sys.modules or sys.version_info >= (3, 13):
-        return
-    import inspect
-    import types
-
-    pkg, co = types.ModuleType("asyncio"), types.ModuleType("asyncio.coroutines")
-    # what asyncio.coroutines.iscoroutinefunction adds to inspect's: the legacy marker
-    co._is_coroutine = marker = object()  # type: ignore[attr-defined]
-    co.iscoroutinefunction = (  # type: ignore[attr-defined]
-        lambda f: inspect.iscoroutinefunction(f) or getattr(f, "_is_coroutine", None) is marker)
-    pkg.coroutines = co  # type: ignore[attr-defined]
-    sys.modules.update({"asyncio": pkg, "asyncio.coroutines": co})
-    try:
-        import contract.codec
-        import contract.resultio  # noqa: F401
-    finally:
-        for name, mod in (("asyncio", pkg), ("asyncio.coroutines", co)):
-            if sys.modules.get(name) is mod:
-                del sys.modules[name]
-
-
 def run(env: Mapping[str, str]) -> tuple[FullResult, RunnerExit]:
-    _import_contract()
     from contract import codec
     from contract.result import FullResult, RunnerExit
     from contract.resultio import KEY_ENV, exit_code_for, write_result

@@ -253,19 +253,3 @@ def test_checkpoints_are_not_fsynced_and_the_final_result_is(tmp_path, monkeypat
     resultio.write_result(FullResult(success=True), tmp_path, key=ctx.key)
     assert len(synced) == 2  # the final result.json and its signature
     assert not resultio.read_result(tmp_path / "result.json", key=ctx.key).kitebench.interrupted
-
-
-def test_the_contract_is_imported_without_asyncio_and_asyncio_still_works():
-    code = (
-        "import sys\nfrom runner.entry import _import_contract\n_import_contract()\n"
-        "assert 'pydantic_core' in sys.modules and 'contract.resultio' in sys.modules\n"
-        "print('asyncio' in sys.modules, 'asyncio.coroutines' in sys.modules)\n"
-        "import asyncio, typing_extensions\n"
-        "async def f():\n    return 7\n"
-        "print(asyncio.run(f()), asyncio.iscoroutinefunction(typing_extensions.deprecated('x')(f)))\n"
-    )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    imported, works = out.stdout.split("\n")[:2]
-    assert works == "7 True"  # the real asyncio, and typing_extensions' marker still right
-    if sys.version_info < (3, 13):  # (3.13's typing_extensions no longer imports it)
-        assert imported == "False False"
