@@ -16,7 +16,7 @@ from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
-from contract.payload import LANGS, MODES, AnyPayload, dump_payload, payload_adapter
+from contract.payload import LANGS, MODEL_FOR_LANG, MODES, AnyPayload, dump_payload
 
 #: Largest encoded payload that may travel inline in one environment variable. Linux limits one
 #: env string to 128 KiB (MAX_ARG_STRLEN); this leaves room for the name and other variables.
@@ -269,7 +269,7 @@ def validate(data: Any) -> Payload:
     if mode not in MODES:
         raise PayloadError("mode", f"unknown mode {_short(mode)} (expected one of: {', '.join(MODES)})")
     try:
-        return payload_adapter.validate_python(data)
+        return MODEL_FOR_LANG[lang].model_validate(data)
     except ValidationError as e:
         raise PayloadError("schema", "payload does not match the contract: " + describe_errors(e)) from None
 

@@ -12,7 +12,7 @@ import math
 import posixpath
 from typing import Annotated, Any, Literal, get_args
 
-from pydantic import AliasChoices, Field, TypeAdapter, field_validator, model_validator
+from pydantic import AliasChoices, ConfigDict, Field, TypeAdapter, field_validator, model_validator
 
 from contract.base import Strict as _Strict
 
@@ -344,7 +344,12 @@ AnyPayload = PyPayload | CuPayload | ModelPayload
 #: The same union for pydantic: discriminated by ``lang``.
 Payload = Annotated[AnyPayload, Field(discriminator="lang")]
 KernelPayload = PyPayload | CuPayload
-payload_adapter: TypeAdapter[PyPayload | CuPayload | ModelPayload] = TypeAdapter(Payload)
+#: The union's adapter, for the JSON Schema; built when first used (the runner never needs it).
+payload_adapter: TypeAdapter[AnyPayload] = TypeAdapter(Payload, config=ConfigDict(defer_build=True))
+#: lang → its model (from each model's ``lang`` type): validating one payload builds only its own.
+MODEL_FOR_LANG: dict[str, type[PyPayload | CuPayload | ModelPayload]] = {
+    get_args(m.model_fields["lang"].annotation)[0]: m for m in (PyPayload, CuPayload, ModelPayload)
+}
 
 
 def runs_for_mode(mode: str, n_benchmarks: int = 1) -> list[str]:
