@@ -9,6 +9,7 @@ The debootstrap tarball and the downloaded .debs/wheels are cached under $KITEBE
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
@@ -16,6 +17,7 @@ import shutil
 import subprocess
 import sys
 import textwrap
+import tomllib
 from pathlib import Path
 
 import pytest
@@ -47,14 +49,8 @@ def _host_mirror() -> str:
 
 
 MIRROR = os.environ.get("KITEBENCH_DEBIAN_MIRROR") or _host_mirror()
-KIT_DEPS = [
-    "pydantic>=2.6,<3",
-    "click>=8.1",
-    "PyYAML>=6.0",
-    "requests>=2.31",
-    "docker>=7.0",
-    "Jinja2>=3.1",
-]
+#: The kit's own dependencies, read from pyproject.toml (the one list; a copy here drifted).
+KIT_DEPS = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["dependencies"]
 GPUS = [
     {
         "index": 0,
@@ -164,7 +160,9 @@ getent passwd buildkite-agent >/dev/null || \\
 def wheelhouse(workdir: Path) -> Path:
     """kitebench's wheel (this checkout) plus its dependencies' wheels (cached)."""
     deps = CACHE / "wheels"
-    if not (deps / ".complete").exists():
+    # the marker names the dependency list: a new dependency fetches again
+    marker = deps / f".complete-{hashlib.sha256(repr(KIT_DEPS).encode()).hexdigest()[:12]}"
+    if not marker.exists():
         deps.mkdir(parents=True, exist_ok=True)
         _run(
             [
@@ -179,7 +177,7 @@ def wheelhouse(workdir: Path) -> Path:
                 *KIT_DEPS,
             ]
         )
-        (deps / ".complete").touch()
+        marker.touch()
     house = workdir / "wheelhouse"
     house.mkdir()
     for whl in deps.glob("*.whl"):
