@@ -20,6 +20,9 @@ from runner.sandbox import Sandbox
 
 #: How long a pause may take before the judge gives up on the worker.
 FREEZE_DEADLINE_S = 5.0
+#: How long a worker that broke the channel gets to show its exit code before it is called a
+#: channel breaker (it is killed with its sandbox either way).
+EXIT_WAIT_S = 10.0
 #: Environment the worker must not inherit from the judge: the protocol pipe, the secret seed
 #: (the judge mixes it into the inputs; the submission has no use for it), the judge's settings.
 _JUDGE_ONLY = ("POPCORN_", "KITEBENCH_")
@@ -206,7 +209,11 @@ class WorkerProcess:
         os.kill(self.pid, signal.SIGSTOP)
         end = time.monotonic() + FREEZE_DEADLINE_S
         while not self.threads.all_stopped():
-            if self.proc.poll() is not None or time.monotonic() > end:
+            code = self.proc.poll()
+            if code is not None:
+                self.dead = self.dead or f"the worker process exited (code {code}) during the call"
+                raise WorkerGone(self.dead)
+            if time.monotonic() > end:
                 self.dead = self.dead or "the worker could not be paused"
                 raise WorkerGone(self.dead)
             time.sleep(0)
@@ -269,7 +276,8 @@ class WorkerProcess:
         with contextlib.suppress(OSError):
             self.thaw()  # no more calls: a worker paused on its way out may finish exiting
         try:
-            code = self.proc.wait(timeout=2)
+            # a loaded machine can take seconds to end a sandboxed process: wait for its code
+            code = self.proc.wait(timeout=EXIT_WAIT_S)
             self.dead = f"the worker process exited (code {code}) during the call: {why}"
         except subprocess.TimeoutExpired:
             self.dead = f"the worker broke the channel: {why}"
