@@ -25,10 +25,17 @@ NP = REPO / "examples" / "vectoradd_np"
 store_url = store_support.store_url  # the fixture
 
 
+def _sigint_default() -> None:
+    # a suite started in the background of a non-interactive shell inherits SIGINT ignored, and
+    # Python then installs no Ctrl-C handler: the CLI must see Ctrl-C as a terminal user does
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def _cli(args: list[str], store: str, **kw: object) -> subprocess.Popen[str]:
     env = {**os.environ, "KITEBENCH_STORE": store, "PYTHONPATH": str(REPO)}
     return subprocess.Popen([sys.executable, "-m", "kitebench", *args], cwd=REPO, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **kw)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=_sigint_default, **kw)
 
 
 @pytest.mark.slow
