@@ -210,8 +210,10 @@ class WorkerProcess:
         end = time.monotonic() + FREEZE_DEADLINE_S
         while not self.threads.all_stopped():
             code = self.proc.poll()
-            if code is not None:
-                self.dead = self.dead or f"the worker process exited (code {code}) during the call"
+            if code is not None or not alive(self.pid):
+                # the worker itself is gone (its sandbox's init may not have exited yet)
+                self.dead = self.dead or "the worker process exited during the call" + (
+                    f" (code {code})" if code is not None else "")
                 raise WorkerGone(self.dead)
             if time.monotonic() > end:
                 self.dead = self.dead or "the worker could not be paused"
