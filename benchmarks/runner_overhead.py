@@ -9,6 +9,8 @@ Every variant runs in each round, in turn, so a machine that gets busier mid-run
 
 - ``python -c pass``, the baseline;
 - ``python -c "import ..."`` of what a kernel job imports (the import share of the overhead);
+- ``import pydantic``, and the contract used once (a payload decoded, a result serialised): the
+  share of the overhead that is pydantic's import and the building of the contract's models;
 - ``python -m runner`` with the payload in ``SUBMISSION_PAYLOAD`` (unsigned: the issue's figure);
 - ``python -m runner`` signed, as the hosts run it: ``KITEBENCH_RESULT_KEY`` and the payload in
   the environment (the container host) and ``KITEBENCH_INPUT=stdin`` (the local backend).
@@ -51,6 +53,13 @@ EVAL = 'import os\nos.write(int(os.environ["POPCORN_FD"]), b"check: pass\\n")\n'
 #: measured checkout has it).
 IMPORTS = ("import runner.entry as e; getattr(e, '_import_contract', lambda: None)(); "
            "import contract.codec, contract.resultio, runner.kernels")
+#: The contract's share: pydantic's import alone, then the contract imported with a payload
+#: decoded (its model built and validated) and a result serialised (the result models built), what
+#: every job does with it. ``runner - this`` is what a runner without pydantic would start from.
+PYDANTIC = "import pydantic"
+CONTRACT = ("import sys; from contract import codec; from contract.result import FullResult, "
+            "RunnerExit; codec.decode(sys.argv[1]); "
+            "FullResult.failure('x', 'run', RunnerExit.FAILED).to_json()")
 GOAL_MS = 150.0
 
 
@@ -93,6 +102,8 @@ def main() -> None:
         variants: dict[str, tuple[list[str], dict[str, str], bytes | None]] = {
             "python -c pass": ([py, "-c", "pass"], env, None),
             "imports of a kernel job": ([py, "-c", IMPORTS], env, None),
+            "import pydantic": ([py, "-c", PYDANTIC], env, None),
+            "the contract, used once": ([py, "-c", CONTRACT, payload], env, None),
             "python -m runner (unsigned)": ([py, "-m", "runner"], renv, None),
             "python -m runner, key in env": (
                 [py, "-m", "runner"], {**renv, "KITEBENCH_RESULT_KEY": key}, None),
@@ -138,6 +149,9 @@ def main() -> None:
           f"(goal <= {GOAL_MS:.0f} ms: {'met' if added <= GOAL_MS else 'not met'})")
     print(f"runner's own work (runner - submission process):  "
           f"{med['python -m runner (unsigned)'] - c:.1f} ms")
+    share = med["the contract, used once"] - base
+    print(f"of the added time, the contract (pydantic + its models) takes {share:.1f} ms; "
+          f"without it the runner would add about {added - share:.1f} ms")
 
 
 if __name__ == "__main__":
