@@ -222,6 +222,27 @@ def test_resolve_model_prefers_the_models_dir(tmp_path: Path) -> None:
     assert resolve_model("org/other", str(tmp_path)) == "org/other"
 
 
+def test_vllm_probes_find_the_fork_in_a_path_with_spaces_and_refuse_another(
+    tmp_path: Path,
+) -> None:
+    """Both checks of an install read where ``vllm`` comes from: a fork under a dir whose name
+    holds spaces is found (version too), and a ``vllm`` from anywhere else is refused."""
+    from runner.model.install import import_check, resolve_check
+
+    fork = tmp_path / "a fork dir" / "vllm"
+    fork.mkdir(parents=True)
+    (fork / "__init__.py").write_text("__version__ = '0.0 fork'\n")
+    env = {**os.environ, "PYTHONPATH": str(fork.parent)}
+    resolve_check(sys.executable, env, fork, tmp_path, 60, None)
+    assert import_check(sys.executable, env, fork, tmp_path, 60, None) == "0.0 fork"
+    other = tmp_path / "elsewhere"
+    other.mkdir()
+    with pytest.raises(StageError, match="does not resolve to the fork"):
+        resolve_check(sys.executable, env, other, tmp_path, 60, None)
+    with pytest.raises(StageError, match=r"did not load the fork \(it loaded .*a fork dir"):
+        import_check(sys.executable, env, other, tmp_path, 60, None)
+
+
 # ---- install: the shadow overlay (a stand-in "installed" package; real vLLM in test_model_vllm) --
 
 

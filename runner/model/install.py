@@ -195,6 +195,43 @@ def _expand(src: Path, dst: Path) -> None:
             os.symlink(entry.path, dst / entry.name)
 
 
+@dataclass
+class _Found:
+    """What a probe of ``vllm`` in the server's environment saw."""
+
+    proc: subprocess.CompletedProcess[str]
+    #: The path ``vllm`` comes from (None: not found).
+    where: Path | None
+    #: ``where`` lies under the fork's package dir. The shadow's unchanged files are links into
+    #: the installed package: not resolved, so a link cannot pass for the fork.
+    inside: bool
+    #: The fields printed after the path.
+    rest: list[str]
+
+
+def _probe(
+    python: str,
+    code: str,
+    env: dict[str, str],
+    cwd: Path,
+    timeout: float,
+    log: Path | None,
+    sb: Sandbox | None,
+    writable: tuple[Path, ...],
+    expect_under: Path,
+) -> _Found:
+    """Run ``code`` in the server's environment (in the sandbox, like its server); it prints
+    ``KITEBENCH``, then tab-separated the path ``vllm`` comes from and any other fields (tabs:
+    a path may hold spaces)."""
+    proc = _run([python, "-c", code], env=env, cwd=cwd, timeout=timeout, log=log, sb=sb,
+                writable=writable)
+    line = next((ln for ln in proc.stdout.splitlines() if ln.startswith("KITEBENCH\t")), "")
+    fields = line.split("\t")[1:]
+    where = Path(os.path.abspath(fields[0])) if fields and fields[0] else None
+    inside = where is not None and where.is_relative_to(os.path.abspath(expect_under))
+    return _Found(proc, where, inside, fields[1:])
+
+
 def import_check(
     python: str,
     env: dict[str, str],
@@ -206,23 +243,20 @@ def import_check(
     writable: tuple[Path, ...] = (),
 ) -> str:
     """``import vllm`` in the server's environment; it must resolve under ``expect_under``.
-    The fork's ``__init__`` runs here: in the sandbox, like its server."""
-    code = "import vllm, sys; print('KITEBENCH', vllm.__file__, getattr(vllm, '__version__', ''))"
-    proc = _run([python, "-c", code], env=env, cwd=cwd, timeout=timeout, log=log, sb=sb,
-                writable=writable)
+    The fork's ``__init__`` runs here: in the sandbox, like its server. Returns its version."""
+    code = ("import vllm; print('KITEBENCH', vllm.__file__, getattr(vllm, '__version__', ''),"
+            " sep='\\t')")
+    found = _probe(python, code, env, cwd, timeout, log, sb, writable, expect_under)
+    proc = found.proc
     if proc.returncode != 0:
         raise StageError(
             "install",
             "the fork breaks `import vllm` (exit code "
             f"{proc.returncode}):\n{tail(proc.stderr or proc.stdout)}",
         )
-    line = next((ln for ln in proc.stdout.splitlines() if ln.startswith("KITEBENCH ")), "")
-    parts = line.split(" ")
-    where = Path(os.path.abspath(parts[1])) if len(parts) > 1 else None
-    # Not resolved: the shadow's unchanged files are links into the installed package.
-    if where is None or not where.is_relative_to(os.path.abspath(expect_under)):
-        raise StageError("install", f"`import vllm` did not load the fork (it loaded {where})")
-    return parts[2] if len(parts) > 2 else ""
+    if not found.inside:
+        raise StageError("install", f"`import vllm` did not load the fork (it loaded {found.where})")
+    return found.rest[0] if found.rest else ""
 
 
 def install(
@@ -289,21 +323,14 @@ def resolve_check(
 ) -> None:
     """``vllm`` found (not imported: no code of the fork runs) under ``expect_under`` in the
     server's environment, in the sandbox like its server."""
-    code = (
-        "import importlib.util as u; s = u.find_spec('vllm'); "
-        "print('KITEBENCH', s.origin if s else '')"
-    )
-    proc = _run([python, "-c", code], env=env, cwd=cwd, timeout=timeout, log=log, sb=sb,
-                writable=writable)
-    line = next((ln for ln in proc.stdout.splitlines() if ln.startswith("KITEBENCH ")), "")
-    where = Path(os.path.abspath(line[len("KITEBENCH "):])) if line.strip() != "KITEBENCH" else None
-    if proc.returncode != 0 or where is None or not where.is_relative_to(
-        os.path.abspath(expect_under)
-    ):
+    code = ("import importlib.util as u; s = u.find_spec('vllm'); "
+            "print('KITEBENCH', s.origin if s else '', sep='\\t')")
+    found = _probe(python, code, env, cwd, timeout, log, sb, writable, expect_under)
+    if found.proc.returncode != 0 or not found.inside:
         raise StageError(
             "install",
-            f"`vllm` does not resolve to the fork (found {where}):\n"
-            f"{tail(proc.stderr or proc.stdout)}",
+            f"`vllm` does not resolve to the fork (found {found.where}):\n"
+            f"{tail(found.proc.stderr or found.proc.stdout)}",
         )
 
 
